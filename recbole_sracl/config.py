@@ -157,6 +157,7 @@ class Config(RecBoleConfig):
         argv: Sequence[str] | None = None,
     ):
         self._cli_overrides = list(argv or [])
+        self.config_file_list = [str(path) for path in config_file_list or []]
         super().__init__(
             model=model,
             dataset=dataset,

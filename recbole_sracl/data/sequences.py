@@ -1,0 +1,64 @@
+"""Per-user TRAINING histories recovered from RecBole's training split.
+
+RecBole's sequential dataset turns a user's items ``i1..in`` into rows ``(i1 -> i2), (i1 i2 -> i3), ...`` and
+the leave-one-out split gives the last row to test and the one before to validation. The training part of
+the user is therefore the first item of its first training row followed by the targets of all its training
+rows, in order: exactly the items the model is trained on, never a validation or test item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def training_histories(train_dataset: Any) -> dict[int, np.ndarray]:
+    """``{internal user id: internal item ids of the user's training part, oldest first}``."""
+    features = train_dataset.inter_feat
+    config = train_dataset.config
+    users = features[train_dataset.uid_field].numpy()
+    targets = features[train_dataset.iid_field].numpy()
+    first_items = features[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]][:, 0].numpy()
+    order = np.argsort(users, kind="stable")  # rows of a user are already chronological; keep that order
+    users, targets, first_items = users[order], targets[order], first_items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return {
+        int(users[start]): np.concatenate([first_items[start:start + 1], targets[start:end]])
+        for start, end in zip(starts, ends)
+    }
+
+
+def training_sequence_table(
+    histories: dict[int, np.ndarray], num_users: int, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's last ``max_length`` training items as a left-aligned ``[num_users, max_length]`` table.
+
+    Returns:
+        (sequences, lengths); users without a training part get an empty row and length 0.
+    """
+    table = np.zeros((num_users, max_length), dtype=np.int64)
+    lengths = np.zeros(num_users, dtype=np.int64)
+    for user, items in histories.items():
+        recent = items[-max_length:]
+        table[user, : len(recent)] = recent
+        lengths[user] = len(recent)
+    return torch.from_numpy(table), torch.from_numpy(lengths)
+
+
+def neighbour_table(
+    dataset: Any, suffix: str, num_rows: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ``[num_rows, k]`` neighbour ids (best first, 0 = padding) from a loaded neighbour file.
+
+    The file's id field is ``<suffix>_id`` and its list field ``<suffix>``; RecBole has already mapped both to
+    internal ids through ``alias_of_user_id``/``alias_of_item_id``.
+    """
+    feature = getattr(dataset, f"{suffix}_feat")
+    ids = feature[f"{suffix}_id"].long()
+    lists = feature[suffix].long()[:, :k]
+    table = torch.zeros((num_rows, k), dtype=torch.long)
+    table[ids, : lists.size(1)] = lists
+    return table, (table > 0).sum(dim=1)

@@ -1,0 +1,253 @@
+"""SRA-CL (Cui et al., "Semantic Retrieval Augmented Contrastive Learning for Sequential Recommendation",
+NeurIPS 2025), as a RecBole ``SequentialRecommender`` wrapped around any supported backbone.
+
+Training loss (paper eq. 15, section 5.3 for other backbones)::
+
+    L = L_backbone + alpha * L_CS + beta * L_IS
+
+- ``L_backbone``: the backbone's own loss (cross-entropy for SASRec/GRU4Rec; DuoRec and CL4SRec keep their
+  contrastive terms).
+- ``L_CS`` (cross-sequence, eq. 7-10): for user u with semantic embedding e_u and retrieved neighbours N_u,
+  p = softmax_{u'}(LeakyReLU(a^T [W e_u || W e_u'])) (dropout on p as in the official code), the positive is
+  h_u+ = sum_u' p_u,u' h_u' with h_u' the backbone's encoding of u''s training sequence, and InfoNCE uses the
+  other synthesized positives of the batch as negatives.
+- ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
+  ``substitution_rate`` by one of its k semantic neighbours (a train-time batch augmenter); InfoNCE with the
+  other 2N-2 views as negatives.
+
+Inference uses the backbone only. Semantic files (``.uemb``, ``.unbr``, ``.inbr``) are produced offline by
+``python -m recbole_sracl.semantic build`` and loaded through RecBole's ``additional_feat_suffix``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import nn
+
+from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, SubstitutionAugmenter, compose
+from recbole_sracl.data.sequences import neighbour_table, training_histories, training_sequence_table
+from recbole_sracl.errors import SemanticFilesError
+from recbole_sracl.model.layers import (
+    check_contrastive_config, encode_together, info_nce, recommendation_loss, require,
+)
+from recbole_sracl.utils import get_model
+
+SUPPORTED_BACKBONES = ("SASRec", "GRU4Rec", "DuoRec", "CL4SRec")
+SYNTHESIZERS = ("learnable", "uniform", "mean")
+NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
+CS_NEGATIVES = ("batch", "symmetric")
+
+
+class SRACL(SequentialRecommender):
+    """SRA-CL around a backbone (``backbone`` key): backbone loss + alpha * L_CS + beta * L_IS."""
+
+    has_backbone = True  # tells Config to load the backbone's yaml layers too
+    default_backbone = "SASRec"
+
+    # ---- class-level hooks used by recbole_sracl.quick_start ------------------------------------------------
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """Check every SRA-CL key (and the backbone's) before any data is loaded."""
+        check_contrastive_config(config, "SRACL", ["alpha", "beta"])
+        backbone = config["backbone"]
+        require(backbone in SUPPORTED_BACKBONES,
+                f"SRACL: backbone must be one of {SUPPORTED_BACKBONES}, got {backbone!r}")
+        k = config["k"]
+        require(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"SRACL: k must be an integer >= 1, got {k!r}")
+        rate = config["substitution_rate"]
+        require(isinstance(rate, (int, float)) and 0 <= rate <= 1,
+                f"SRACL: substitution_rate must be between 0 and 1, got {rate!r}")
+        require(config["synthesizer"] in SYNTHESIZERS,
+                f"SRACL: synthesizer must be one of {SYNTHESIZERS}, got {config['synthesizer']!r}")
+        dropout = config["synthesizer_dropout"]
+        require(isinstance(dropout, (int, float)) and 0 <= dropout < 1,
+                f"SRACL: synthesizer_dropout must be in [0, 1), got {dropout!r}")
+        require(config["neighbour_encoding"] in NEIGHBOUR_ENCODINGS,
+                f"SRACL: neighbour_encoding must be one of {NEIGHBOUR_ENCODINGS}, got {config['neighbour_encoding']!r}")
+        require(config["cs_negatives"] in CS_NEGATIVES,
+                f"SRACL: cs_negatives must be one of {CS_NEGATIVES}, got {config['cs_negatives']!r}")
+        sample = config["neighbour_sample"]
+        require(isinstance(sample, int) and 0 <= sample <= k,
+                f"SRACL: neighbour_sample must be an integer between 0 and k={k}, got {sample!r}")
+        refresh = config["cache_refresh_steps"]
+        require(isinstance(refresh, int) and refresh >= 0, f"SRACL: cache_refresh_steps must be >= 0, got {refresh!r}")
+        validate_backbone = getattr(get_model(backbone), "validate_config", None)
+        if validate_backbone is not None:
+            validate_backbone(config)
+
+    @classmethod
+    def semantic_suffixes(cls, config) -> list[str]:
+        """The semantic files this configuration trains with (none for alpha = beta = 0)."""
+        return (["uemb", "unbr"] if config["alpha"] > 0 else []) + (["inbr"] if config["beta"] > 0 else [])
+
+    @classmethod
+    def prepare_config(cls, config) -> None:
+        """Check (or, for ml-100k, build) the semantic files and register them with RecBole's loader."""
+        from recbole_sracl.semantic.files import register_semantic_files
+
+        register_semantic_files(config, cls.semantic_suffixes(config))
+
+    @classmethod
+    def build_train_augmenter(cls, config, train_dataset):
+        """The backbone's augmenter (DuoRec/CL4SRec) plus the semantic substitution views when beta > 0."""
+        backbone_factory = getattr(get_model(config["backbone"]), "build_train_augmenter", None)
+        backbone_augmenter = backbone_factory(config, train_dataset) if backbone_factory else None
+        substitution = None
+        if config["beta"] > 0:
+            n_items = train_dataset.num(config["ITEM_ID_FIELD"])
+            neighbours, counts = neighbour_table(train_dataset, "inbr", n_items, config["k"])
+            substitution = SubstitutionAugmenter(config, neighbours, counts)
+        return compose(backbone_augmenter, substitution)
+
+    # ---- model -------------------------------------------------------------------------------------------
+
+    def __init__(self, config, dataset):
+        self.validate_config(config)
+        super().__init__(config, dataset)
+        self.backbone = get_model(config["backbone"])(config, dataset)
+        self.alpha, self.beta = float(config["alpha"]), float(config["beta"])
+        self.tau, self.sim = config["tau"], config["sim"]
+        self.k = config["k"]
+        self.synthesizer = config["synthesizer"]
+        self.neighbour_encoding = config["neighbour_encoding"]
+        self.neighbour_sample = config["neighbour_sample"]
+        self.cache_refresh_steps = config["cache_refresh_steps"]
+        self.cs_negatives = config["cs_negatives"]
+        self.steps_since_refresh = 0
+        if self.alpha > 0:
+            self._init_cross_sequence(config, dataset)
+
+    def _init_cross_sequence(self, config, dataset) -> None:
+        uid_field = dataset.uid_field
+        num_users = dataset.num(uid_field)
+        real_users = int(torch.unique(dataset.inter_feat[uid_field]).numel())
+        if num_users - 1 > real_users:
+            raise SemanticFilesError(
+                f"the user semantic files of '{config['dataset']}' name {num_users - 1 - real_users} user id(s) "
+                f"that are not in the dataset's training data; rebuild them: "
+                f"python -m recbole_sracl.semantic build --dataset={config['dataset']}"
+            )
+        semantic = torch.as_tensor(dataset.get_preload_weight("uemb_id"), dtype=torch.float32)
+        neighbours, counts = neighbour_table(dataset, "unbr", num_users, self.k)
+        sequences, lengths = training_sequence_table(training_histories(dataset), num_users, self.max_seq_length)
+        self.register_buffer("user_semantic", semantic, persistent=False)
+        self.register_buffer("user_neighbours", neighbours, persistent=False)
+        self.register_buffer("user_neighbour_count", counts, persistent=False)
+        self.register_buffer("user_sequences", sequences, persistent=False)
+        self.register_buffer("user_lengths", lengths.clamp(min=1), persistent=False)
+        self.register_buffer("user_cache", torch.zeros(0), persistent=False)
+        hidden = self._hidden_size(config)
+        # adapter W (semantic dim -> d) and attention vector a (2d), initialised as in the official code
+        self.adapter = nn.Parameter(torch.empty(semantic.size(1), hidden))
+        self.attention = nn.Parameter(torch.empty(2 * hidden, 1))
+        nn.init.xavier_uniform_(self.adapter, gain=1.414)
+        nn.init.xavier_uniform_(self.attention, gain=1.414)
+        self.leaky_relu = nn.LeakyReLU(config["leaky_relu_slope"])
+        self.synthesizer_dropout = nn.Dropout(config["synthesizer_dropout"])
+
+    @staticmethod
+    def _hidden_size(config) -> int:
+        """Size of the backbone's sequence representation."""
+        return config["embedding_size"] if config["backbone"] == "GRU4Rec" else config["hidden_size"]
+
+    def forward(self, item_seq, item_seq_len):
+        return self.backbone.forward(item_seq, item_seq_len)
+
+    # ---- L_CS --------------------------------------------------------------------------------------------
+
+    def synthesis_weights(self, users: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """``[B, m]`` weights p over each user's candidate neighbours (0 for padding candidates)."""
+        valid = neighbours > 0
+        if self.synthesizer == "uniform":  # "Unlearnable": one valid candidate at random
+            scores = torch.rand(neighbours.shape, device=neighbours.device).masked_fill(~valid, -1.0)
+            return F.one_hot(scores.argmax(dim=1), neighbours.size(1)).to(self.user_semantic.dtype)
+        if self.synthesizer == "mean":
+            return valid.float() / valid.sum(dim=1, keepdim=True).clamp(min=1)
+        hidden = self.adapter.size(1)
+        # a^T [W e_u || W e_u'] = (W^T a_1) . e_u + (W^T a_2) . e_u'
+        query_vector = self.adapter @ self.attention[:hidden, 0]
+        key_vector = self.adapter @ self.attention[hidden:, 0]
+        scores = (self.user_semantic[users] @ query_vector).unsqueeze(1) + self.user_semantic[neighbours] @ key_vector
+        scores = self.leaky_relu(scores).masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
+        return self.synthesizer_dropout(weights)
+
+    def _sample_candidates(self, neighbours: torch.Tensor) -> torch.Tensor:
+        """Keep ``neighbour_sample`` random candidates per row (valid ones first), or all when 0."""
+        if not self.neighbour_sample or self.neighbour_sample >= neighbours.size(1):
+            return neighbours
+        keys = torch.rand(neighbours.shape, device=neighbours.device) + (neighbours == 0).float()
+        chosen = keys.argsort(dim=1)[:, : self.neighbour_sample]
+        return neighbours.gather(1, chosen)
+
+    def _encode_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward(self.user_sequences[users], self.user_lengths[users])
+
+    def neighbour_representations(self, neighbours: torch.Tensor) -> torch.Tensor:
+        """``[B, m, d]`` backbone encodings of the candidates' training sequences, per ``neighbour_encoding``."""
+        if self.neighbour_encoding == "cached":
+            if self.user_cache.numel() == 0:
+                self.refresh_cache()
+            return self.user_cache[neighbours]
+        if self.neighbour_encoding == "online":  # paper / official code: every slot, with gradients
+            flat = self._encode_users(neighbours.reshape(-1))
+            return flat.view(*neighbours.shape, -1)
+        unique, inverse = torch.unique(neighbours, return_inverse=True)
+        if self.neighbour_encoding == "no_grad":
+            with torch.no_grad():
+                encoded = self._encode_users(unique)
+        else:
+            encoded = self._encode_users(unique)
+        return encoded[inverse]
+
+    @torch.no_grad()
+    def refresh_cache(self, batch_size: int = 2048) -> None:
+        """Re-encode every user's training sequence in eval mode (``neighbour_encoding: cached``)."""
+        was_training = self.training
+        self.eval()
+        users = torch.arange(self.user_sequences.size(0), device=self.user_sequences.device)
+        self.user_cache = torch.cat([self._encode_users(chunk) for chunk in users.split(batch_size)])
+        self.train(was_training)
+        self.steps_since_refresh = 0
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before each epoch: refresh the neighbour cache."""
+        if self.alpha > 0 and self.neighbour_encoding == "cached":
+            self.refresh_cache()
+
+    def cross_sequence_loss(self, users: torch.Tensor, seq_output: torch.Tensor) -> torch.Tensor:
+        """L_CS (eq. 10): InfoNCE between h_u and the synthesized positive h_u+."""
+        if self.neighbour_encoding == "cached" and self.cache_refresh_steps:
+            self.steps_since_refresh += 1
+            if self.steps_since_refresh >= self.cache_refresh_steps:
+                self.refresh_cache()
+        neighbours = self._sample_candidates(self.user_neighbours[users])
+        weights = self.synthesis_weights(users, neighbours)
+        positive = (weights.unsqueeze(-1) * self.neighbour_representations(neighbours)).sum(dim=1)
+        return info_nce(seq_output, positive, self.tau, self.sim, self.cs_negatives)
+
+    # ---- RecBole API ---------------------------------------------------------------------------------------
+
+    def calculate_loss(self, interaction):
+        item_seq, item_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        batches = [(item_seq, item_len)]
+        if self.beta > 0:
+            batches += [(interaction[SUBSTITUTED_SEQ[0]], item_len), (interaction[SUBSTITUTED_SEQ[1]], item_len)]
+        outputs = encode_together(self.backbone.forward, batches)
+        seq_output = outputs[0]
+        losses = list(recommendation_loss(self.backbone, interaction, seq_output))
+        if self.alpha > 0:
+            losses.append(self.alpha * self.cross_sequence_loss(interaction[self.USER_ID], seq_output))
+        if self.beta > 0:
+            losses.append(self.beta * info_nce(outputs[1], outputs[2], self.tau, self.sim, "symmetric"))
+        return tuple(losses)
+
+    def predict(self, interaction):
+        return self.backbone.predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        return self.backbone.full_sort_predict(interaction)
+

@@ -1,0 +1,5 @@
+import sys
+
+from recbole_sracl.semantic.cli import main
+
+sys.exit(main())
