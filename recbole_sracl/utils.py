@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -64,12 +65,16 @@ def get_model(model_name: str) -> type:
     """
     if model_name in MODEL_REGISTRY:
         return getattr(importlib.import_module(MODEL_REGISTRY[model_name]), model_name)
-    from recbole.utils import get_model as recbole_get_model
-
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
-        pass
+    for package in _RECBOLE_MODEL_PACKAGES + ("exlib_recommender",):
+        module_path = f"recbole.model.{package}.{model_name.lower()}"
+        try:
+            found = importlib.util.find_spec(module_path) is not None
+        except ImportError:  # exlib_recommender needs xgboost/lightgbm, which are optional
+            continue
+        if found:
+            model_class = getattr(importlib.import_module(module_path), model_name, None)
+            if model_class is not None:
+                return model_class
     sequential = recbole_model_names(["sequential_recommender"])
     every = sorted(MODEL_REGISTRY) + recbole_model_names()
     close = difflib.get_close_matches(model_name, every, n=1, cutoff=0.6)
