@@ -258,3 +258,7 @@ def print_result(result: dict[str, Any]) -> None:
     metrics = "  ".join(f"{key}: {value:.4f}" for key, value in (result["test_result"] or {}).items())
     print(f"test result ({result['model']} on {result['dataset']}, best epoch {result['best_epoch']}): {metrics}")
     print(json.dumps({"test_result": result["test_result"]}, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ class BuildOptions:
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
     max_retries: int = 6
+    backoff_seconds: float = 1.0
     timeout: float = 60.0
     max_tokens: int = 256
     temperature: float = 0.0
@@ -58,6 +59,7 @@ class BuildOptions:
             "llm": "semantic_llm", "llm_model": "semantic_llm_model", "base_url": "semantic_base_url",
             "api_key_env": "semantic_api_key_env", "concurrency": "semantic_concurrency",
             "max_retries": "semantic_max_retries", "timeout": "semantic_timeout",
+            "backoff_seconds": "semantic_backoff_seconds",
             "max_tokens": "semantic_max_tokens", "temperature": "semantic_temperature", "top_p": "semantic_top_p",
             "encoder": "semantic_encoder", "encoder_batch_size": "semantic_encoder_batch_size",
             "device": "semantic_device", "k": "semantic_k", "index": "semantic_index",
@@ -92,6 +94,7 @@ class BuildOptions:
         return LLMSettings(
             model=self.llm_model, base_url=self.base_url, api_key_env=self.api_key_env,
             concurrency=self.concurrency, max_retries=self.max_retries, timeout=float(self.timeout),
+            backoff_base=float(self.backoff_seconds),
             max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
         )
 

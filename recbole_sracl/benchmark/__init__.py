@@ -1,0 +1,1 @@
+"""Benchmark harnesses: model comparison over seeds and training speed."""

@@ -1,0 +1,265 @@
+"""Comparison harness: several variants x several seeds on one dataset, identical shared settings.
+
+    python benchmarks/compare.py --dataset=Amazon_Office --data_path=/tmp/data --variants=main,ablations
+
+Each run is a separate ``python -m recbole_sracl.quick_start`` process (so one crash or one leak cannot
+touch the others) writing ``runs/<variant>__seed<seed>.json``; finished runs are skipped when the command
+is repeated, so an interrupted harness resumes. The summary (CSV, markdown table with mean +- std,
+improvement over the best baseline and a paired t-test across seeds, PNG chart) is rebuilt from all the
+run files at the end, or alone with ``--summarise_only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from recbole_sracl.benchmark.variants import VARIANTS, Variant, expand
+
+METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
+DEFAULT_SEEDS = (2024, 2025, 2026)
+
+
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant.replace('/', '_')}__seed{seed}"
+
+
+def run_command(variant: Variant, seed: int, dataset: str, shared: Sequence[str], result_file: Path,
+                checkpoint_dir: Path) -> list[str]:
+    """The exact command of one run (shared overrides first, the variant's own last)."""
+    return [
+        sys.executable, "-m", "recbole_sracl.quick_start", f"--model={variant.model}", f"--dataset={dataset}",
+        *shared, *variant.overrides, f"--seed={seed}", "--show_progress=False",
+        f"--checkpoint_dir={checkpoint_dir}", f"--result_file={result_file}",
+    ]
+
+
+def completed(result_file: Path) -> bool:
+    try:
+        return json.loads(result_file.read_text()).get("test_result") is not None
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _run_one(command: list[str], log_file: Path, threads: int, cwd: Path) -> tuple[int, float]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    started = time.time()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log:
+        log.write(shlex.join(command) + "\n")
+        log.flush()
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    return code, time.time() - started
+
+
+def ensure_semantic_files(dataset: str, shared: Sequence[str], variants: Sequence[Variant],
+                          config_files: Sequence[str] = ()) -> None:
+    """Build missing semantic files once, before SRACL runs start in parallel and race for them."""
+    if not any(variant.uses_semantic_files for variant in variants):
+        return
+    from recbole_sracl.config import Config
+    from recbole_sracl.errors import SemanticFilesError
+    from recbole_sracl.semantic.files import check_semantic_files
+
+    config = Config(model="SRACL", dataset=dataset, config_file_list=list(config_files),
+                    argv=[arg for arg in shared if not arg.startswith("--config_files=")])
+    try:
+        check_semantic_files(config, ["uemb", "unbr", "inbr"])
+    except SemanticFilesError as error:
+        print(f"semantic files: {error}", flush=True)
+        raise SystemExit(
+            "build the semantic files first (the command above), then rerun the harness"
+        ) from None
+
+
+def run_all(args: argparse.Namespace, shared: list[str]) -> None:
+    out = Path(args.out)
+    variants = expand(args.variants.replace(",", " ").split())
+    seeds = [int(seed) for seed in args.seeds.replace(",", " ").split()]
+    config_files = args.config_files.replace(",", " ").split() if args.config_files else []
+    ensure_semantic_files(args.dataset, shared, variants, config_files)
+    if config_files:
+        shared = [f"--config_files={','.join(str(Path(f).resolve()) for f in config_files)}"] + shared
+    work = out / "work"
+    jobs = []
+    for seed in seeds:
+        for variant in variants:
+            result_file = out / "runs" / f"{run_name(variant.name, seed)}.json"
+            if completed(result_file):
+                continue
+            command = run_command(variant, seed, args.dataset, shared, result_file.resolve(),
+                                  (work / "checkpoints" / run_name(variant.name, seed)).resolve())
+            jobs.append((variant, seed, command, result_file))
+    harness_file = out / "harness.json"
+    out.mkdir(parents=True, exist_ok=True)
+    history = json.loads(harness_file.read_text()) if harness_file.is_file() else {"invocations": []}
+    history["invocations"].append({
+        "command": shlex.join([sys.executable, *sys.argv]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs_to_do": [run_name(v.name, s) for v, s, _, _ in jobs], "workers": args.workers,
+        "threads_per_run": args.threads,
+    })
+    harness_file.write_text(json.dumps(history, indent=2))
+    print(f"{len(jobs)} run(s) to do, {args.workers} at a time ({args.threads} thread(s) each) -> {out}", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
+        futures = {
+            pool.submit(_run_one, command, work / "logs" / f"{run_name(variant.name, seed)}.log", args.threads,
+                        work): (variant, seed, result_file)
+            for variant, seed, command, result_file in jobs
+        }
+        for future in concurrent.futures.as_completed(futures):
+            variant, seed, result_file = futures[future]
+            code, seconds = future.result()
+            status = "ok" if code == 0 and completed(result_file) else f"FAILED (exit {code}, see work/logs)"
+            print(f"{run_name(variant.name, seed)}: {status} in {seconds / 60:.1f} min", flush=True)
+            if code == 0 and not args.keep_checkpoints:
+                for checkpoint in (work / "checkpoints" / run_name(variant.name, seed)).glob("*.pth"):
+                    checkpoint.unlink()
+
+
+# ---- summary ------------------------------------------------------------------------------------------------
+
+
+def load_runs(out: Path) -> list[dict[str, Any]]:
+    runs = []
+    for path in sorted((out / "runs").glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("test_result") is None:
+            continue
+        variant = path.stem.rsplit("__seed", 1)[0]
+        memory = [entry.get("peak_mb", 0.0) for entry in data.get("epoch_memory", [])]
+        runs.append({
+            "variant": variant, "seed": data["seed"], **{m: data["test_result"][m] for m in METRICS},
+            "best_epoch": data["best_epoch"], "epochs_run": data["epochs_run"],
+            "seconds_per_epoch": data["median_epoch_seconds"], "peak_memory_mb": max(memory) if memory else None,
+            "device": data["machine"].get("gpu") or data["machine"].get("processor"),
+            "threads": data["machine"].get("torch_threads"),
+        })
+    return runs
+
+
+def summarise(out: Path, dataset: str, title: str = "") -> str:
+    """Write results.csv, results.md and results.png from the run files; return the markdown."""
+    import numpy as np
+
+    runs = load_runs(out)
+    if not runs:
+        return "no finished runs"
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(runs[0]))
+        writer.writeheader()
+        writer.writerows(runs)
+    order = [name for name in VARIANTS if any(run["variant"] == name for run in runs)]
+    order += sorted({run["variant"] for run in runs} - set(order))
+    by_variant = {name: {run["seed"]: run for run in runs if run["variant"] == name} for name in order}
+    means = {name: {m: float(np.mean([r[m] for r in seeds.values()])) for m in METRICS} for name, seeds in by_variant.items()}
+    baselines = [name for name in order if VARIANTS.get(name) and VARIANTS[name].baseline]
+    best = {m: max(baselines, key=lambda name: means[name][m]) for m in METRICS} if baselines else {}
+
+    def cell(name: str, metric: str) -> str:
+        values = [run[metric] for run in by_variant[name].values()]
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return f"{np.mean(values):.4f} ± {std:.4f}"
+
+    lines = [f"### {title or dataset}", "",
+             "| variant | seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
+             + " | improv. NDCG@20 vs best baseline | paired t-test p (NDCG@20) | best epoch | s/epoch |",
+             "|---|---|" + "---|" * len(METRICS) + "---|---|---|---|"]
+    from scipy import stats
+
+    for name in order:
+        seeds = by_variant[name]
+        improvement, p_value = "", ""
+        if best and name not in baselines:
+            reference = best["ndcg@20"]
+            improvement = f"{100 * (means[name]['ndcg@20'] / means[reference]['ndcg@20'] - 1):+.1f}% vs {reference}"
+            shared_seeds = sorted(set(seeds) & set(by_variant[reference]))
+            if len(shared_seeds) >= 2:
+                a = [seeds[s]["ndcg@20"] for s in shared_seeds]
+                b = [by_variant[reference][s]["ndcg@20"] for s in shared_seeds]
+                p_value = f"{stats.ttest_rel(a, b).pvalue:.3f}" if np.any(np.array(a) != np.array(b)) else "n/a"
+        epochs = "/".join(str(run["best_epoch"]) for run in seeds.values())
+        speed = np.median([run["seconds_per_epoch"] for run in seeds.values()])
+        lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cell(name, m) for m in METRICS)
+                     + f" | {improvement} | {p_value} | {epochs} | {speed:.1f} |")
+    if best:
+        lines += ["", "Best baseline per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS) + "."]
+    markdown = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(markdown)
+    _plot(out, order, by_variant, dataset, title)
+    return markdown
+
+
+def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(order) + 4), 4.5))
+    for axis, metric in zip(axes, ("hit@20", "ndcg@20")):
+        values = [[run[metric] for run in by_variant[name].values()] for name in order]
+        means = [np.mean(v) for v in values]
+        errors = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
+        colours = ["#888888" if VARIANTS.get(name) and VARIANTS[name].baseline else "#1f77b4" for name in order]
+        axis.bar(range(len(order)), means, yerr=errors, color=colours, capsize=3)
+        axis.set_xticks(range(len(order)))
+        axis.set_xticklabels(order, rotation=45, ha="right", fontsize=8)
+        axis.set_title(metric.upper().replace("HIT", "HR"))
+        low = min(m - e for m, e in zip(means, errors))
+        axis.set_ylim(max(0.0, low * 0.9), max(m + e for m, e in zip(means, errors)) * 1.03)
+    figure.suptitle(title or f"{dataset}: test metrics, mean ± std over seeds (grey: baselines)")
+    figure.tight_layout()
+    figure.savefig(out / "results.png", dpi=120)
+    plt.close(figure)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--variants", default="main", help="variant and group names (groups: main, ablations, "
+                        "backbones, ksweep, modes), comma-separated")
+    parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/<dataset>/<today>")
+    parser.add_argument("--workers", type=int, default=1, help="runs at the same time")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / workers)")
+    parser.add_argument("--config_files", default=None, help="yaml files given to every run")
+    parser.add_argument("--title", default="", help="title of the markdown table and the chart")
+    parser.add_argument("--summarise_only", action="store_true")
+    parser.add_argument("--keep_checkpoints", action="store_true")
+    args, shared = parser.parse_known_args(argv)
+    if args.out is None:
+        args.out = str(Path("benchmarks") / "results" / args.dataset / time.strftime("%Y-%m-%d"))
+    if args.threads <= 0:
+        args.threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    return args, shared
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, shared = parse_args(argv)
+    for arg in shared:
+        if not arg.startswith("--") or "=" not in arg:
+            print(f"error: unrecognised argument '{arg}': shared settings look like --key=value", file=sys.stderr)
+            return 2
+    try:
+        expand(args.variants.replace(",", " ").split())
+    except KeyError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+    if not args.summarise_only:
+        run_all(args, shared)
+    print(summarise(Path(args.out), args.dataset, args.title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Named model variants for the comparison harness: every row of the paper's tables that applies offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model plus the property overrides that make this variant (shared settings come on top)."""
+
+    name: str
+    model: str
+    overrides: tuple[str, ...] = ()
+    baseline: bool = False  # baselines are what "relative improvement" is measured against
+    description: str = ""
+
+    @property
+    def uses_semantic_files(self) -> bool:
+        return self.model == "SRACL" and not {"--alpha=0", "--beta=0"} <= set(self.overrides)
+
+
+VARIANTS: dict[str, Variant] = {
+    variant.name: variant
+    for variant in [
+        Variant("SASRec", "SASRec", baseline=True, description="Transformer, cross-entropy"),
+        Variant("GRU4Rec", "GRU4Rec", baseline=True, description="GRU, cross-entropy"),
+        Variant("CL4SRec", "CL4SRec", baseline=True, description="crop/mask/reorder contrastive"),
+        Variant("DuoRec", "DuoRec", baseline=True, description="dropout + same-target contrastive"),
+        Variant("SRACL", "SRACL", description="SRA-CL, SASRec backbone, package defaults"),
+        # ablations (paper Table 3)
+        Variant("SRACL_wo_LCS", "SRACL", ("--alpha=0",), description="w/o L_CS"),
+        Variant("SRACL_wo_LIS", "SRACL", ("--beta=0",), description="w/o L_IS"),
+        Variant("SRACL_wo_CL", "SRACL", ("--alpha=0", "--beta=0"), description="w/o CL (SASRec inside SRACL)"),
+        Variant("SRACL_Unlearnable", "SRACL", ("--synthesizer=uniform",), description="random pick instead of the learned synthesizer"),
+        # backbones (paper Figure 4)
+        Variant("GRU4Rec+SRACL", "SRACL", ("--backbone=GRU4Rec",), description="SRA-CL on GRU4Rec"),
+        Variant("DuoRec+SRACL", "SRACL", ("--backbone=DuoRec",), description="SRA-CL on DuoRec"),
+        # k sweep (paper Figure 6); k=10 is SRACL itself
+        *[Variant(f"SRACL_k{k}", "SRACL", (f"--k={k}",), description=f"k={k}") for k in (1, 5, 20, 100)],
+        # neighbour encoding modes (speed/accuracy trade-off)
+        *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
+          for mode in ("online", "online_unique", "no_grad", "cached")],
+    ]
+}
+
+GROUPS: dict[str, list[str]] = {
+    "main": ["SASRec", "GRU4Rec", "CL4SRec", "DuoRec", "SRACL"],
+    "ablations": ["SRACL_wo_LCS", "SRACL_wo_LIS", "SRACL_wo_CL", "SRACL_Unlearnable"],
+    "backbones": ["GRU4Rec+SRACL", "DuoRec+SRACL"],
+    "ksweep": ["SRACL_k1", "SRACL_k5", "SRACL_k20", "SRACL_k100"],
+    "modes": ["SRACL_online", "SRACL_online_unique", "SRACL_no_grad", "SRACL_cached"],
+}
+
+
+def expand(names: list[str]) -> list[Variant]:
+    """Variant objects for a list of variant and group names, in order, without repeats.
+
+    Raises:
+        KeyError: an unknown name (the message lists the known ones).
+    """
+    chosen: list[str] = []
+    for name in names:
+        members = GROUPS.get(name, [name])
+        for member in members:
+            if member not in VARIANTS:
+                known = ", ".join(list(GROUPS) + list(VARIANTS))
+                raise KeyError(f"unknown variant or group '{member}'; known: {known}")
+            if member not in chosen:
+                chosen.append(member)
+    return [VARIANTS[name] for name in chosen]
