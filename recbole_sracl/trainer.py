@@ -149,7 +149,10 @@ class CheckpointSafeMixin:
         if distributed_cpu:
             self.distributed_model = DistributedDataParallel(self.model)
         # unique per run: several runs may start in the same second (benchmarks, tests)
-        name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
+        name = [f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"]
+        if not config["single_spec"]:  # every rank must read the file rank 0 writes
+            torch.distributed.broadcast_object_list(name, src=0)
+        name = name[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
         self.best_epoch = -1
 

@@ -67,4 +67,7 @@ def semantic_copy(tmp_path, semantic_root) -> Path:
 
 
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
-    return [f"--data_path={root}", "--epochs=1", "--show_progress=False", "--state=WARNING", *extra]
+    """Overrides for a fast run on the tiny dataset; ``extra`` ``--key=value`` items win over the defaults."""
+    settings = {"data_path": str(root), "epochs": "1", "show_progress": "False", "state": "WARNING"}
+    settings.update(arg[2:].split("=", 1) for arg in extra)
+    return [f"--{key}={value}" for key, value in settings.items()]

@@ -29,7 +29,9 @@ class Augmenter:
     def __init__(self, config: Any, seed_offset: int = 0):
         self.item_seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
         self.item_len_field = config["ITEM_LIST_LENGTH_FIELD"]
-        self.generator = torch.Generator().manual_seed(int(config["seed"]) + 7919 * (seed_offset + 1))
+        # different streams per augmenter and per distributed rank, all derived from the run's seed
+        seed = int(config["seed"]) + 7919 * (seed_offset + 1) + 104729 * int(config["local_rank"] or 0)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def fields(self, batch: Interaction, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """The new fields for this batch; ``rows`` are the batch's indices into the training dataset."""

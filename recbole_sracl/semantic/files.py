@@ -148,16 +148,16 @@ def read_embedding_file(path: Path, suffix: str, dimension: int | None = None) -
     if len(wrong):
         raise SemanticFilesError(
             f"{path}: row for id '{tokens[wrong[0]]}' has {counts[wrong[0]]} values, expected dimension {expected} "
-            f"(the manifest's); the file is damaged or from another encoder — rebuild it"
+            f"(the manifest's); the file is damaged or from another encoder"
         )
     try:
         vectors = np.array(" ".join(values).split(), dtype=np.float64).reshape(len(tokens), expected)
     except ValueError as error:
-        raise SemanticFilesError(f"{path}: non-numeric value ({error}); rebuild the file") from None
+        raise SemanticFilesError(f"{path}: non-numeric value ({error})") from None
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     if len(bad):
         raise SemanticFilesError(
-            f"{path}: {len(bad)} vector(s) contain NaN or inf (e.g. id '{tokens[bad[0]]}'); rebuild the file"
+            f"{path}: {len(bad)} vector(s) contain NaN or inf (e.g. id '{tokens[bad[0]]}')"
         )
     _check_unique(path, tokens)
     return tokens, vectors
@@ -176,7 +176,7 @@ def read_neighbour_file(path: Path, suffix: str) -> tuple[list[str], list[list[s
     lists = [value.split() for value in values]
     for token, row in zip(tokens, lists):
         if token in row:
-            raise SemanticFilesError(f"{path}: id '{token}' lists itself as a neighbour; rebuild the file")
+            raise SemanticFilesError(f"{path}: id '{token}' lists itself as a neighbour")
     return tokens, lists
 
 
@@ -188,7 +188,7 @@ def _check_unique(path: Path, tokens: list[str]) -> None:
                 duplicate = token
                 break
             seen.add(token)
-        raise SemanticFilesError(f"{path}: id '{duplicate}' appears more than once; rebuild the file")
+        raise SemanticFilesError(f"{path}: id '{duplicate}' appears more than once")
 
 
 def check_semantic_files(config: Any, suffixes: Sequence[str]) -> dict[str, Any]:
@@ -216,17 +216,19 @@ def check_semantic_files(config: Any, suffixes: Sequence[str]) -> dict[str, Any]
             f"stale semantic files for '{config['dataset']}': {describe_difference(built, current)} since they "
             f"were built; rebuild them with: {command}"
         )
-    pools: dict[str, set[str]] = {}
     for suffix in suffixes:
         path, entry = semantic_path(config, suffix), manifest.get("files", {}).get(f"{config['dataset']}.{suffix}")
         if entry is None or not path.is_file():
             raise SemanticFilesError(f"{path} is missing (the manifest lists it: {entry is not None}); rebuild with: {command}")
         side, kind = SUFFIXES[suffix]
-        if kind == "embedding":
-            tokens, _ = read_embedding_file(path, suffix, manifest["dimension"])
-        else:
-            tokens, lists = read_neighbour_file(path, suffix)
-            pools.setdefault(side, set()).update(tokens)
+        try:
+            if kind == "embedding":
+                tokens, _ = read_embedding_file(path, suffix, manifest["dimension"])
+            else:
+                tokens, lists = read_neighbour_file(path, suffix)
+        except SemanticFilesError as error:
+            raise SemanticFilesError(f"{error}; rebuild with: {command}") from None
+        if kind != "embedding":
             unknown = {token for row in lists for token in row} - set(tokens)
             if unknown:
                 raise SemanticFilesError(
