@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
-from recbole.utils import early_stopping, get_local_time, set_color, dict2str
+from recbole.utils import dict2str, early_stopping, get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_sracl.errors import SRACLError
@@ -101,7 +101,7 @@ class PeakMemory:
         self.peak_mb = self.extra_mb = 0.0
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self._base = torch.cuda.memory_allocated(self.device)

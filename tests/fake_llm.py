@@ -117,7 +117,7 @@ class FakeLLMServer:
         with self.lock:
             return [request["message"] for request in self.requests]
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         self.thread.start()
         return self
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_llm import FakeLLMServer, always_ok, default_answer
+
 from recbole_sracl.config import Config
 from recbole_sracl.errors import LLMError
 from recbole_sracl.semantic.build import build_semantic_files

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_overrides
+
 from recbole_sracl.errors import ConfigError
 from recbole_sracl.quick_start import run
 
@@ -53,11 +53,10 @@ def test_sracl_variants_train(extra, semantic_copy, tiny_yaml):
 
 
 def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
-    from recbole_sracl.quick_start import build_config
-
     # the losses logged per epoch: backbone CE, alpha * L_CS, beta * L_IS
     from recbole_sracl.data.utils import create_dataset, data_preparation
     from recbole_sracl.model.sracl import SRACL
+    from recbole_sracl.quick_start import build_config
 
     config = build_config("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy))
     SRACL.prepare_config(config)

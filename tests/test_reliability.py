@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, tiny_overrides
 from fake_llm import FakeLLMServer, always_ok
+
 from recbole_sracl.errors import DatasetError, SemanticFilesError, SRACLError
 from recbole_sracl.quick_start import run
 

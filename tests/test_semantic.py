@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_overrides
+
 from recbole_sracl.config import Config
 from recbole_sracl.errors import ConfigError, SemanticFilesError
 from recbole_sracl.semantic import files
@@ -60,7 +60,8 @@ def test_clean_text_and_attributes():
 
 def test_templates_can_be_overridden_but_must_keep_placeholders():
     assert templates({"user_message": "Bought: {items}"})["user_message"] == "Bought: {items}"
-    assert builder(template_overrides={"user_message": "Bought: {items}"}).user_prompt("u2").message == "Bought: Red Pen; Blue Pen"
+    custom = builder(template_overrides={"user_message": "Bought: {items}"})
+    assert custom.user_prompt("u2").message == "Bought: Red Pen; Blue Pen"
     with pytest.raises(ConfigError, match="must contain {items}"):
         templates({"user_message": "no placeholder"})
     with pytest.raises(ConfigError, match="unknown template"):

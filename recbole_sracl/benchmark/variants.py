@@ -32,7 +32,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("SRACL_wo_LCS", "SRACL", ("--alpha=0",), description="w/o L_CS"),
         Variant("SRACL_wo_LIS", "SRACL", ("--beta=0",), description="w/o L_IS"),
         Variant("SRACL_wo_CL", "SRACL", ("--alpha=0", "--beta=0"), description="w/o CL (SASRec inside SRACL)"),
-        Variant("SRACL_Unlearnable", "SRACL", ("--synthesizer=uniform",), description="random pick instead of the learned synthesizer"),
+        Variant("SRACL_Unlearnable", "SRACL", ("--synthesizer=uniform",),
+                description="random pick instead of the learned synthesizer"),
         # backbones (paper Figure 4)
         Variant("GRU4Rec+SRACL", "SRACL", ("--backbone=GRU4Rec",), description="SRA-CL on GRU4Rec"),
         Variant("DuoRec+SRACL", "SRACL", ("--backbone=DuoRec",), description="SRA-CL on DuoRec"),

@@ -7,8 +7,8 @@ batch are negatives. The [mask] token has its own embedding row (id ``n_items``)
 
 from __future__ import annotations
 
-from torch import nn
 from recbole.model.sequential_recommender.sasrec import SASRec
+from torch import nn
 
 from recbole_sracl.data.augmenters import VIEW_LEN, VIEW_SEQ, CL4SRecAugmenter
 from recbole_sracl.model.layers import check_contrastive_config, encode_together, info_nce, require

@@ -30,7 +30,11 @@ from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, SubstitutionAugmenter
 from recbole_sracl.data.sequences import neighbour_table, training_histories, training_sequence_table
 from recbole_sracl.errors import SemanticFilesError
 from recbole_sracl.model.layers import (
-    check_contrastive_config, encode_together, info_nce, recommendation_loss, require,
+    check_contrastive_config,
+    encode_together,
+    info_nce,
+    recommendation_loss,
+    require,
 )
 from recbole_sracl.utils import get_model
 

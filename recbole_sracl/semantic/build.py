@@ -54,7 +54,7 @@ class BuildOptions:
     seed: int = 2024
 
     @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> "BuildOptions":
+    def from_config(cls, config: Any, **overrides: Any) -> BuildOptions:
         keys = {
             "llm": "semantic_llm", "llm_model": "semantic_llm_model", "base_url": "semantic_base_url",
             "api_key_env": "semantic_api_key_env", "concurrency": "semantic_concurrency",

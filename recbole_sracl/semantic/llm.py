@@ -75,7 +75,7 @@ class LLMReport:
 
 def cache_key(model: str, prompt: Prompt) -> str:
     """Cache key of one prompt for one model."""
-    return hashlib.sha256(f"{model}\n{prompt.sha256()}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{model}\n{prompt.sha256()}".encode()).hexdigest()
 
 
 class ResponseCache:
