@@ -34,6 +34,7 @@ def test_model_trains_one_epoch_and_reports_test_metrics(model, tiny_root, tiny_
     "extra",
     [
         [],
+        ["--neighbour_encoding=online"],
         ["--neighbour_encoding=cached", "--cache_refresh_steps=2"],
         ["--neighbour_encoding=online_unique", "--neighbour_sample=3"],
         ["--neighbour_encoding=no_grad", "--synthesizer=mean", "--cs_negatives=symmetric"],
@@ -45,7 +46,7 @@ def test_model_trains_one_epoch_and_reports_test_metrics(model, tiny_root, tiny_
         ["--backbone=DuoRec"],
         ["--backbone=CL4SRec", "--neighbour_encoding=cached"],
     ],
-    ids=lambda extra: " ".join(extra) or "paper-default",
+    ids=lambda extra: " ".join(extra) or "package-default",
 )
 def test_sracl_variants_train(extra, semantic_copy, tiny_yaml):
     result = run("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy, *extra))

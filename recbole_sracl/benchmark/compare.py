@@ -166,8 +166,9 @@ def summarise(out: Path, dataset: str, title: str = "") -> str:
 
     def cell(name: str, metric: str) -> str:
         values = [run[metric] for run in by_variant[name].values()]
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        return f"{np.mean(values):.4f} ± {std:.4f}"
+        if len(values) < 2:  # one seed: no spread to report
+            return f"{values[0]:.4f}"
+        return f"{np.mean(values):.4f} ± {float(np.std(values, ddof=1)):.4f}"
 
     lines = [f"### {title or dataset}", "",
              "| variant | seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
@@ -190,6 +191,8 @@ def summarise(out: Path, dataset: str, title: str = "") -> str:
         speed = np.median([run["seconds_per_epoch"] for run in seeds.values()])
         lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cell(name, m) for m in METRICS)
                      + f" | {improvement} | {p_value} | {epochs} | {speed:.1f} |")
+    lines += ["", "Seeds: " + "; ".join(f"{name}: {', '.join(map(str, sorted(by_variant[name])))}" for name in order)
+              + ". Mean ± sample std over seeds; a single value is one seed (no spread, no test)."]
     if best:
         lines += ["", "Best baseline per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS) + "."]
     markdown = "\n".join(lines) + "\n"
