@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -156,7 +157,7 @@ def run_single(
         "last_checkpoint_file": getattr(trainer, "last_checkpoint_file", None) if saved else None,
         "wall_seconds": time.time() - started,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else None,
+        "command": _invocation(),
         "config_files": list(config_file_list or []),
         "config": config.to_plain_dict(),
         "machine": machine_info(),
@@ -169,6 +170,18 @@ def run_single(
         if queue is not None:
             queue.put(result)
     return result
+
+
+def _invocation() -> str | None:
+    """The command line of this process as a user would type it (``python -m ...`` for module runs)."""
+    if not sys.argv:
+        return None
+    program = os.path.basename(sys.argv[0])
+    if program == "quick_start.py":
+        program = "python -m recbole_sracl.quick_start"
+    elif program.endswith(".py"):
+        program = f"python {program}"
+    return shlex.join([program] + sys.argv[1:]).replace(shlex.quote(program), program, 1)
 
 
 def _floats(result: Any) -> Any:

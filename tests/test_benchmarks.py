@@ -1,9 +1,11 @@
 """The comparison harness and the speed benchmark, end to end on the tiny dataset."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -24,6 +26,13 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert "0 run(s) to do" in again.stdout  # finished runs are skipped
     assert len(json.loads((out / "harness.json").read_text())["invocations"]) == 2
+    from recbole_sracl.benchmark.compare import summarise
+
+    versus = summarise(out, "tiny", reference="SASRec")
+    assert "vs SASRec |" in versus and "| SRACL | 2 |" in versus and "Best baseline" not in versus
+    assert (out / "results_vs_SASRec.md").read_text() == versus
+    with pytest.raises(SystemExit, match="--reference=DuoRec: no finished runs"):
+        summarise(out, "tiny", reference="DuoRec")
 
 
 def test_speed_benchmark_reports_ratios_to_sasrec(semantic_copy, tiny_yaml, tmp_path):
@@ -38,3 +47,63 @@ def test_speed_benchmark_reports_ratios_to_sasrec(semantic_copy, tiny_yaml, tmp_
     assert [r["name"] for r in results] == ["SASRec", "SRACL (cached)"]
     assert all(r["median_epoch_seconds"] > 0 and r["peak_memory_mb"] > 0 for r in results)
     assert "| SRACL (cached) |" in process.stdout
+
+
+def test_compare_resumes_a_run_cut_off_mid_training(tmp_path, monkeypatch):
+    from recbole_sracl.benchmark import compare
+
+    out = tmp_path / "results"
+    cut_off = out / "work" / "checkpoints" / "SASRec__seed1"
+    cut_off.mkdir(parents=True)
+    (cut_off / "SASRec-tiny-old-last.pth").write_bytes(b"old")
+    last = cut_off / "SASRec-tiny-new-last.pth"
+    last.write_bytes(b"new")
+    (cut_off / "SASRec-tiny-new.pth").write_bytes(b"best")  # a best-model file is never resumed from
+    os.utime(cut_off / "SASRec-tiny-old-last.pth", (0, 0))
+    commands = {}
+
+    def record(command, log_file, threads, cwd):
+        commands[log_file.stem] = command
+        return 0, 0.0
+
+    monkeypatch.setattr(compare, "_run_one", record)
+    args, shared = compare.parse_args(["--dataset=tiny", "--variants=SASRec", "--seeds=1,2", f"--out={out}"])
+    compare.run_all(args, shared)
+    assert commands["SASRec__seed1"][-1] == f"--resume={last.resolve()}"
+    assert not any(arg.startswith("--resume") for arg in commands["SASRec__seed2"])
+
+
+def test_a_resumed_run_appends_to_its_log(tmp_path):
+    from recbole_sracl.benchmark.compare import _run_one
+
+    log = tmp_path / "run.log"
+    log.write_text("first attempt\n")
+    code, _ = _run_one([sys.executable, "-c", "print('second attempt')", "--resume=x-last.pth"], log, 1, tmp_path)
+    assert code == 0
+    lines = log.read_text().splitlines()
+    assert lines[0] == "first attempt" and lines[-1] == "second attempt"
+    _run_one([sys.executable, "-c", "print('fresh')"], log, 1, tmp_path)
+    assert log.read_text().splitlines()[1:] == ["fresh"]
+
+
+def test_neighbour_agreement_exact_values():
+    from recbole_sracl.benchmark.neighbours import item_agreement, user_agreement
+
+    histories = {"u1": ["a", "b", "a"], "u2": ["b", "c"], "u3": ["d"]}
+    items = item_agreement(histories, {"a": ["b", "c"], "d": ["a", "e"]}, k=2)
+    # pairs a-b (together in u1), a-c (never), d-a (never), d-e (e unseen)
+    assert items["pairs"] == 4 and items["cooccur_rate"] == 0.25 and items["unseen_in_training_rate"] == 0.25
+    # weighted by training count: a (2x) gets substitutes of mean popularity (2+1)/2 over 2, d (1x): (2+0)/2 over 1
+    assert items["substitute_popularity_ratio"] == (2 * 0.75 + 1 * 1.0) / 3
+    users = user_agreement(histories, {"u1": "c", "u2": "a", "u3": "b"}, {"u1": ["u2", "u3"], "u3": ["u1"]}, k=1)
+    # u1-u2 share b and u2 holds u1's next item c; u3-u1 share nothing but u1 holds u3's next item b
+    assert users == {"pairs": 2, "shared_item_rate": 0.5, "next_item_in_a_neighbour_history": 1.0}
+
+
+def test_neighbour_report_on_built_files(semantic_copy):
+    from recbole_sracl.benchmark.neighbours import neighbour_quality, render
+
+    report = neighbour_quality(semantic_copy, "tiny", k=3)
+    for kind in ("items", "users"):
+        assert set(report[kind]) == {"semantic", "random"} and report[kind]["semantic"]["pairs"] > 0
+    assert "| items: cooccur rate |" in render(report)

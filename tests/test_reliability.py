@@ -208,3 +208,18 @@ def test_two_process_cpu_training(model, semantic_copy, tiny_yaml, tmp_path):
     assert result["config"]["world_size"] == 2 and result["config"]["dist_backend"] == "gloo"
     assert all(0 <= value <= 1 for value in result["test_result"].values())
     assert np.isfinite(list(result["test_result"].values())).all()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["/venv/lib/recbole_sracl/quick_start.py", "--model=SRACL", "--title=a b"],
+         "python -m recbole_sracl.quick_start --model=SRACL '--title=a b'"),
+        (["run_recbole_sracl.py", "--model=DuoRec"], "python run_recbole_sracl.py --model=DuoRec"),
+    ],
+)
+def test_result_files_record_a_command_that_can_be_retyped(argv, expected, monkeypatch):
+    from recbole_sracl.quick_start import _invocation
+
+    monkeypatch.setattr(sys, "argv", argv)
+    assert _invocation() == expected

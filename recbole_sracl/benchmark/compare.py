@@ -4,7 +4,8 @@
 
 Each run is a separate ``python -m recbole_sracl.quick_start`` process (so one crash or one leak cannot
 touch the others) writing ``runs/<variant>__seed<seed>.json``; finished runs are skipped when the command
-is repeated, so an interrupted harness resumes. The summary (CSV, markdown table with mean +- std,
+is repeated, and a run that was cut off mid-training continues from its ``-last.pth`` checkpoint
+(``--resume``), so an interrupted harness loses at most one epoch per run. The summary (CSV, markdown table with mean +- std,
 improvement over the best baseline and a paired t-test across seeds, PNG chart) is rebuilt from all the
 run files at the end, or alone with ``--summarise_only``.
 """
@@ -50,11 +51,18 @@ def completed(result_file: Path) -> bool:
         return False
 
 
+def interrupted_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The ``-last.pth`` file an interrupted run left behind (the newest one), or None."""
+    candidates = sorted(checkpoint_dir.glob("*-last.pth"), key=lambda path: path.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
 def _run_one(command: list[str], log_file: Path, threads: int, cwd: Path) -> tuple[int, float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     started = time.time()
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w") as log:
+    resuming = any(arg.startswith("--resume=") for arg in command)
+    with open(log_file, "a" if resuming else "w") as log:
         log.write(shlex.join(command) + "\n")
         log.flush()
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -96,8 +104,11 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
             result_file = out / "runs" / f"{run_name(variant.name, seed)}.json"
             if completed(result_file):
                 continue
-            command = run_command(variant, seed, args.dataset, shared, result_file.resolve(),
-                                  (work / "checkpoints" / run_name(variant.name, seed)).resolve())
+            checkpoint_dir = (work / "checkpoints" / run_name(variant.name, seed)).resolve()
+            command = run_command(variant, seed, args.dataset, shared, result_file.resolve(), checkpoint_dir)
+            last = interrupted_checkpoint(checkpoint_dir)
+            if last is not None:
+                command.append(f"--resume={last}")
             jobs.append((variant, seed, command, result_file))
     harness_file = out / "harness.json"
     out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +157,12 @@ def load_runs(out: Path) -> list[dict[str, Any]]:
     return runs
 
 
-def summarise(out: Path, dataset: str, title: str = "") -> str:
-    """Write results.csv, results.md and results.png from the run files; return the markdown."""
+def summarise(out: Path, dataset: str, title: str = "", reference: str | None = None) -> str:
+    """Write results.csv, results.md and results.png from the run files; return the markdown.
+
+    With ``reference`` (a variant name) every other variant is compared with it instead of with the best
+    baseline, and the table goes to ``results_vs_<reference>.md`` (no chart).
+    """
     import numpy as np
 
     runs = load_runs(out)
@@ -163,6 +178,12 @@ def summarise(out: Path, dataset: str, title: str = "") -> str:
     means = {name: {m: float(np.mean([r[m] for r in seeds.values()])) for m in METRICS} for name, seeds in by_variant.items()}
     baselines = [name for name in order if VARIANTS.get(name) and VARIANTS[name].baseline]
     best = {m: max(baselines, key=lambda name: means[name][m]) for m in METRICS} if baselines else {}
+    if reference is not None:
+        if reference not in by_variant:
+            raise SystemExit(f"--reference={reference}: no finished runs of it in {out / 'runs'}; "
+                             f"finished variants: {', '.join(order)}")
+        best = {m: reference for m in METRICS}
+        baselines = [reference]
 
     def cell(name: str, metric: str) -> str:
         values = [run[metric] for run in by_variant[name].values()]
@@ -172,7 +193,7 @@ def summarise(out: Path, dataset: str, title: str = "") -> str:
 
     lines = [f"### {title or dataset}", "",
              "| variant | seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
-             + " | improv. NDCG@20 vs best baseline | paired t-test p (NDCG@20) | best epoch | s/epoch |",
+             + f" | improv. NDCG@20 vs {reference or 'best baseline'} | paired t-test p (NDCG@20) | best epoch | s/epoch |",
              "|---|---|" + "---|" * len(METRICS) + "---|---|---|---|"]
     from scipy import stats
 
@@ -180,12 +201,12 @@ def summarise(out: Path, dataset: str, title: str = "") -> str:
         seeds = by_variant[name]
         improvement, p_value = "", ""
         if best and name not in baselines:
-            reference = best["ndcg@20"]
-            improvement = f"{100 * (means[name]['ndcg@20'] / means[reference]['ndcg@20'] - 1):+.1f}% vs {reference}"
-            shared_seeds = sorted(set(seeds) & set(by_variant[reference]))
+            other = best["ndcg@20"]
+            improvement = f"{100 * (means[name]['ndcg@20'] / means[other]['ndcg@20'] - 1):+.1f}% vs {other}"
+            shared_seeds = sorted(set(seeds) & set(by_variant[other]))
             if len(shared_seeds) >= 2:
                 a = [seeds[s]["ndcg@20"] for s in shared_seeds]
-                b = [by_variant[reference][s]["ndcg@20"] for s in shared_seeds]
+                b = [by_variant[other][s]["ndcg@20"] for s in shared_seeds]
                 p_value = f"{stats.ttest_rel(a, b).pvalue:.3f}" if np.any(np.array(a) != np.array(b)) else "n/a"
         epochs = "/".join(str(run["best_epoch"]) for run in seeds.values())
         speed = np.median([run["seconds_per_epoch"] for run in seeds.values()])
@@ -193,9 +214,12 @@ def summarise(out: Path, dataset: str, title: str = "") -> str:
                      + f" | {improvement} | {p_value} | {epochs} | {speed:.1f} |")
     lines += ["", "Seeds: " + "; ".join(f"{name}: {', '.join(map(str, sorted(by_variant[name])))}" for name in order)
               + ". Mean ± sample std over seeds; a single value is one seed (no spread, no test)."]
-    if best:
+    if best and reference is None:
         lines += ["", "Best baseline per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS) + "."]
     markdown = "\n".join(lines) + "\n"
+    if reference is not None:
+        (out / f"results_vs_{reference.replace('/', '_')}.md").write_text(markdown)
+        return markdown
     (out / "results.md").write_text(markdown)
     _plot(out, order, by_variant, dataset, title)
     return markdown
@@ -238,6 +262,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--config_files", default=None, help="yaml files given to every run")
     parser.add_argument("--title", default="", help="title of the markdown table and the chart")
     parser.add_argument("--summarise_only", action="store_true")
+    parser.add_argument("--reference", default=None, help="compare every variant with this one (e.g. SASRec) "
+                        "instead of the best baseline; writes results_vs_<reference>.md")
     parser.add_argument("--keep_checkpoints", action="store_true")
     args, shared = parser.parse_known_args(argv)
     if args.out is None:
@@ -260,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.summarise_only:
         run_all(args, shared)
-    print(summarise(Path(args.out), args.dataset, args.title))
+    print(summarise(Path(args.out), args.dataset, args.title, args.reference))
     return 0
 
 

@@ -37,6 +37,8 @@ VARIANTS: dict[str, Variant] = {
         # backbones (paper Figure 4)
         Variant("GRU4Rec+SRACL", "SRACL", ("--backbone=GRU4Rec",), description="SRA-CL on GRU4Rec"),
         Variant("DuoRec+SRACL", "SRACL", ("--backbone=DuoRec",), description="SRA-CL on DuoRec"),
+        Variant("DuoRec+SRACL_wo_LIS", "SRACL", ("--backbone=DuoRec", "--beta=0"),
+                description="SRA-CL on DuoRec, cross-sequence loss only"),
         # k sweep (paper Figure 6); k=10 is SRACL itself
         *[Variant(f"SRACL_k{k}", "SRACL", (f"--k={k}",), description=f"k={k}") for k in (1, 5, 20, 100)],
         # neighbour encoding modes (speed/accuracy trade-off)
@@ -48,7 +50,7 @@ VARIANTS: dict[str, Variant] = {
 GROUPS: dict[str, list[str]] = {
     "main": ["SASRec", "GRU4Rec", "CL4SRec", "DuoRec", "SRACL"],
     "ablations": ["SRACL_wo_LCS", "SRACL_wo_LIS", "SRACL_wo_CL", "SRACL_Unlearnable"],
-    "backbones": ["GRU4Rec+SRACL", "DuoRec+SRACL"],
+    "backbones": ["GRU4Rec+SRACL", "DuoRec+SRACL", "DuoRec+SRACL_wo_LIS"],
     "ksweep": ["SRACL_k1", "SRACL_k5", "SRACL_k20", "SRACL_k100"],
     "modes": ["SRACL_online", "SRACL_online_unique", "SRACL_no_grad", "SRACL_cached"],
 }
