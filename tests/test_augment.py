@@ -1,5 +1,6 @@
 """Exact-value tests of the batch augmentations (crop, mask, reorder, CL4SRec views, substitution, same target)."""
 
+import pytest
 import torch
 
 from recbole_sracl.data import augment
@@ -132,3 +133,30 @@ def test_same_target_partner_has_the_same_target_and_is_another_row():
             seen[row].add(other)
     assert seen[3] == {3}  # target 5 occurs once: the row itself
     assert seen[0] == {2, 5} and seen[2] == {0, 5} and seen[1] == {4}
+
+
+def test_info_nce_exact_values():
+    import math
+
+    from recbole_sracl.model.layers import info_nce
+
+    anchor = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positive = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+
+    def nll(positive_logit, *negative_logits):
+        return -positive_logit + math.log(sum(math.exp(x) for x in (positive_logit, *negative_logits)))
+
+    # SRA-CL eq. (10): anchor i against positive i and the other N-1 positives
+    batch = (nll(1, 0) + nll(2, 0)) / 2
+    assert math.isclose(info_nce(anchor, positive, negatives="batch").item(), batch, rel_tol=1e-6)
+    # temperature divides every logit
+    halved = (nll(2, 0) + nll(4, 0)) / 2
+    assert math.isclose(info_nce(anchor, positive, 0.5, negatives="batch").item(), halved, rel_tol=1e-6)
+    # cosine: positive[1] is normalised to [0, 1]
+    assert math.isclose(info_nce(anchor, positive, similarity="cos", negatives="batch").item(),
+                        nll(1, 0), rel_tol=1e-6)
+    # symmetric (CL4SRec/DuoRec, SRA-CL eq. 14): each of the 2N vectors against its partner and the other 2N-2
+    symmetric = (nll(1, 0, 0) + nll(2, 0, 0) + nll(1, 0, 0) + nll(2, 0, 0)) / 4
+    assert math.isclose(info_nce(anchor, positive).item(), symmetric, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        info_nce(anchor, positive, similarity="l2")
