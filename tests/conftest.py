@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -71,3 +72,10 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
     settings = {"data_path": str(root), "epochs": "1", "show_progress": "False", "state": "WARNING"}
     settings.update(arg[2:].split("=", 1) for arg in extra)
     return [f"--{key}={value}" for key, value in settings.items()]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from recbole_sracl.config import Config
 from recbole_sracl.semantic.build import build_semantic_files
@@ -48,9 +48,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama") / "server.log"  # a file: the server logs a lot, a pipe would fill up
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", "smollm2",
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--api_key", KEY],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from conftest import REPO, free_port, tiny_overrides
 from fake_llm import FakeLLMServer, always_ok
 
 from recbole_sracl.errors import DatasetError, SemanticFilesError, SRACLError
@@ -188,12 +187,6 @@ def test_resuming_from_a_best_checkpoint_is_refused(tiny_root, tiny_yaml, tmp_pa
 
 
 # ---- distributed ----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("model", ["SRACL", "CL4SRec", "DuoRec"])

@@ -55,12 +55,18 @@ def top_k_neighbours(vectors: np.ndarray, k: int, kind: str = "flat", batch_size
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         _, found = index.search(vectors[start:stop], k + 1)
-        invalid = (found == np.arange(start, stop)[:, None]) | (found < 0)
-        order = np.argsort(invalid, axis=1, kind="stable")  # valid candidates first, in rank order
-        cleaned = np.take_along_axis(found, order, axis=1)[:, :k]
-        cleaned[np.take_along_axis(invalid, order, axis=1)[:, :k]] = -1
-        result[start:stop] = cleaned
+        result[start:stop] = without_self(found, start, k)
     return result
+
+
+def without_self(found: np.ndarray, first_row: int, k: int) -> np.ndarray:
+    """Search results of rows ``first_row, first_row + 1, ...`` without the query row itself: the best ``k``
+    other rows in rank order, faiss's -1 padding moved to the end."""
+    invalid = (found == np.arange(first_row, first_row + len(found))[:, None]) | (found < 0)
+    order = np.argsort(invalid, axis=1, kind="stable")  # valid candidates first, in rank order
+    cleaned = np.take_along_axis(found, order, axis=1)[:, :k]
+    cleaned[np.take_along_axis(invalid, order, axis=1)[:, :k]] = -1
+    return cleaned
 
 
 def brute_force_neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
