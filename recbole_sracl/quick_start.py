@@ -22,6 +22,13 @@ from recbole_sracl.errors import SRACLError
 RESULT_FORMAT = "recbole_sracl-result-1"
 
 
+def _make_run_dirs(config) -> None:
+    """Create ./log/<model>/ and checkpoint_dir up front: RecBole's ``ensure_dir`` (exists, then makedirs) raises
+    FileExistsError in all but one of several DDP processes that reach it at the same moment."""
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+
+
 def _init_logging(config) -> None:
     """RecBole's logger (console + ./log/<model>/ file), replacing the handlers an earlier run in this process added."""
     from recbole.utils import init_logger
@@ -105,6 +112,7 @@ def run_single(
     config = build_config(model, dataset, config_file_list, config_dict, argv)
     model_class = config.model_class
     init_seed(config["seed"], config["reproducibility"])
+    _make_run_dirs(config)
     _init_logging(config)
     logger = getLogger()
     logger.info(config)
