@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import REPO
 
+from recbole_sracl.semantic.files import read_embedding_file
+
 
 def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path):
     out = tmp_path / "results"
@@ -120,10 +122,14 @@ def test_semantic_throughput_benchmark(semantic_copy, tiny_yaml, tmp_path):
     (report_file,) = out.glob("semantic-tiny-*.json")
     report = json.loads(report_file.read_text())
     assert report["prompts_per_second"] > 0 and report["user_texts_per_second"] > 0
-    small, big = report["retrieval"]
-    assert small["users"] == 300 and small["recall_measured_on_queries"] == 300
-    assert big["users"] == 600 and big["recall_measured_on_queries"] == 50 and "scaled to 600" in big["flat_seconds_note"]
-    for row in (small, big):
-        assert 0.0 <= row["hnsw_recall_at_100"] <= 1.0 and 0.0 <= row["ivf_recall_at_100"] <= 1.0
+    small, big, users, items = report["retrieval"]
+    assert small["vectors"] == big["vectors"] == "synthetic Gaussian"
+    assert small["rows"] == 300 and small["recall_measured_on_queries"] == 300 and small["k"] == 100
+    assert big["rows"] == 600 and big["recall_measured_on_queries"] == 50 and "scaled to 600" in big["flat_seconds_note"]
+    for row, suffix in ((users, "uemb"), (items, "iemb")):  # the dataset's own vectors
+        tokens = read_embedding_file(semantic_copy / "tiny" / f"tiny.{suffix}", suffix)[0]
+        assert row["vectors"] == f"tiny.{suffix}" and row["rows"] == len(tokens) and row["k"] == min(100, len(tokens) - 1)
+    for row in (small, big, users, items):
+        assert 0.0 <= row["hnsw_recall"] <= 1.0 and 0.0 <= row["ivf_recall"] <= 1.0
         assert row["flat_seconds"] > 0 and row["hnsw_build_seconds"] > 0
     assert "--semantic" in report["command"]
