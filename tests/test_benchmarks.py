@@ -133,3 +133,15 @@ def test_semantic_throughput_benchmark(semantic_copy, tiny_yaml, tmp_path):
         assert 0.0 <= row["hnsw_recall"] <= 1.0 and 0.0 <= row["ivf_recall"] <= 1.0
         assert row["flat_seconds"] > 0 and row["hnsw_build_seconds"] > 0
     assert "--semantic" in report["command"]
+
+
+def test_variant_groups_expand_in_order_without_repeats():
+    from recbole_sracl.benchmark.variants import expand
+
+    chosen = expand(["SRACL_beta0.05", "betasweep", "subsweep"])
+    assert [variant.name for variant in chosen] == [
+        "SRACL_beta0.05", "SRACL_beta0.02", "SRACL_beta0.2", "SRACL_sub0.1", "SRACL_sub0.4"]
+    assert [variant.overrides for variant in chosen] == [
+        ("--beta=0.05",), ("--beta=0.02",), ("--beta=0.2",), ("--substitution_rate=0.1",), ("--substitution_rate=0.4",)]
+    with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
+        expand(["SRACL_beta9"])

@@ -254,7 +254,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--variants", default="main", help="variant and group names (groups: main, ablations, "
-                        "backbones, ksweep, modes), comma-separated")
+                        "backbones, ksweep, betasweep, subsweep, modes), comma-separated")
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     parser.add_argument("--out", default=None, help="default: benchmarks/results/<dataset>/<today>")
     parser.add_argument("--workers", type=int, default=1, help="runs at the same time")

@@ -41,6 +41,11 @@ VARIANTS: dict[str, Variant] = {
                 description="SRA-CL on DuoRec, cross-sequence loss only"),
         # k sweep (paper Figure 6); k=10 is SRACL itself
         *[Variant(f"SRACL_k{k}", "SRACL", (f"--k={k}",), description=f"k={k}") for k in (1, 5, 20, 100)],
+        # weight of L_IS (beta = 0 is SRACL_wo_LIS, 0.1 is SRACL) and how many items a view substitutes (0.2 is SRACL)
+        *[Variant(f"SRACL_beta{beta}", "SRACL", (f"--beta={beta}",), description=f"beta={beta}")
+          for beta in (0.02, 0.05, 0.2)],
+        *[Variant(f"SRACL_sub{rate}", "SRACL", (f"--substitution_rate={rate}",), description=f"substitution_rate={rate}")
+          for rate in (0.1, 0.4)],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in ("online", "online_unique", "no_grad", "cached")],
@@ -52,6 +57,8 @@ GROUPS: dict[str, list[str]] = {
     "ablations": ["SRACL_wo_LCS", "SRACL_wo_LIS", "SRACL_wo_CL", "SRACL_Unlearnable"],
     "backbones": ["GRU4Rec+SRACL", "DuoRec+SRACL", "DuoRec+SRACL_wo_LIS"],
     "ksweep": ["SRACL_k1", "SRACL_k5", "SRACL_k20", "SRACL_k100"],
+    "betasweep": ["SRACL_beta0.02", "SRACL_beta0.05", "SRACL_beta0.2"],
+    "subsweep": ["SRACL_sub0.1", "SRACL_sub0.4"],
     "modes": ["SRACL_online", "SRACL_online_unique", "SRACL_no_grad", "SRACL_cached"],
 }
 
