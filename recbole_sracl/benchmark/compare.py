@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from recbole_sracl.benchmark.variants import VARIANTS, Variant, expand
+from recbole_sracl.benchmark.variants import GROUPS, VARIANTS, Variant, expand
 
 METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
 DEFAULT_SEEDS = (2024, 2025, 2026)
@@ -253,8 +253,8 @@ def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: st
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--variants", default="main", help="variant and group names (groups: main, ablations, "
-                        "backbones, ksweep, betasweep, subsweep, modes), comma-separated")
+    parser.add_argument("--variants", default="main",
+                        help=f"variant and group names (groups: {', '.join(GROUPS)}), comma-separated")
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     parser.add_argument("--out", default=None, help="default: benchmarks/results/<dataset>/<today>")
     parser.add_argument("--workers", type=int, default=1, help="runs at the same time")

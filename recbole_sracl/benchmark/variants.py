@@ -20,6 +20,11 @@ class Variant:
         return self.model == "SRACL" and not {"--alpha=0", "--beta=0"} <= set(self.overrides)
 
 
+K_SWEEP = (1, 5, 20, 100)  # k = 10 is SRACL itself
+BETA_SWEEP = (0.02, 0.05, 0.2)  # beta = 0 is SRACL_wo_LIS, 0.1 is SRACL
+SUBSTITUTION_SWEEP = (0.1, 0.4)  # 0.2 is SRACL
+NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
+
 VARIANTS: dict[str, Variant] = {
     variant.name: variant
     for variant in [
@@ -39,16 +44,15 @@ VARIANTS: dict[str, Variant] = {
         Variant("DuoRec+SRACL", "SRACL", ("--backbone=DuoRec",), description="SRA-CL on DuoRec"),
         Variant("DuoRec+SRACL_wo_LIS", "SRACL", ("--backbone=DuoRec", "--beta=0"),
                 description="SRA-CL on DuoRec, cross-sequence loss only"),
-        # k sweep (paper Figure 6); k=10 is SRACL itself
-        *[Variant(f"SRACL_k{k}", "SRACL", (f"--k={k}",), description=f"k={k}") for k in (1, 5, 20, 100)],
-        # weight of L_IS (beta = 0 is SRACL_wo_LIS, 0.1 is SRACL) and how many items a view substitutes (0.2 is SRACL)
-        *[Variant(f"SRACL_beta{beta}", "SRACL", (f"--beta={beta}",), description=f"beta={beta}")
-          for beta in (0.02, 0.05, 0.2)],
+        # k sweep (paper Figure 6)
+        *[Variant(f"SRACL_k{k}", "SRACL", (f"--k={k}",), description=f"k={k}") for k in K_SWEEP],
+        # weight of L_IS and how many items of a view are substituted
+        *[Variant(f"SRACL_beta{beta}", "SRACL", (f"--beta={beta}",), description=f"beta={beta}") for beta in BETA_SWEEP],
         *[Variant(f"SRACL_sub{rate}", "SRACL", (f"--substitution_rate={rate}",), description=f"substitution_rate={rate}")
-          for rate in (0.1, 0.4)],
+          for rate in SUBSTITUTION_SWEEP],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
-          for mode in ("online", "online_unique", "no_grad", "cached")],
+          for mode in NEIGHBOUR_ENCODINGS],
     ]
 }
 
@@ -56,10 +60,10 @@ GROUPS: dict[str, list[str]] = {
     "main": ["SASRec", "GRU4Rec", "CL4SRec", "DuoRec", "SRACL"],
     "ablations": ["SRACL_wo_LCS", "SRACL_wo_LIS", "SRACL_wo_CL", "SRACL_Unlearnable"],
     "backbones": ["GRU4Rec+SRACL", "DuoRec+SRACL", "DuoRec+SRACL_wo_LIS"],
-    "ksweep": ["SRACL_k1", "SRACL_k5", "SRACL_k20", "SRACL_k100"],
-    "betasweep": ["SRACL_beta0.02", "SRACL_beta0.05", "SRACL_beta0.2"],
-    "subsweep": ["SRACL_sub0.1", "SRACL_sub0.4"],
-    "modes": ["SRACL_online", "SRACL_online_unique", "SRACL_no_grad", "SRACL_cached"],
+    "ksweep": [f"SRACL_k{k}" for k in K_SWEEP],
+    "betasweep": [f"SRACL_beta{beta}" for beta in BETA_SWEEP],
+    "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
+    "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
 }
 
 
