@@ -88,6 +88,31 @@ def test_a_resumed_run_appends_to_its_log(tmp_path):
     assert log.read_text().splitlines()[1:] == ["fresh"]
 
 
+def _append_invocations(out, writer, count):
+    from recbole_sracl.benchmark.compare import record_invocation
+
+    for index in range(count):
+        record_invocation(out, {"writer": writer, "index": index})
+
+
+def test_harness_commands_sharing_one_folder_lose_no_invocation(tmp_path):
+    import multiprocessing
+
+    out = tmp_path / "results"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_append_invocations, args=(out, writer, 40)) for writer in range(4)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    invocations = json.loads((out / "harness.json").read_text())["invocations"]
+    assert sorted((entry["writer"], entry["index"]) for entry in invocations) == [
+        (writer, index) for writer in range(4) for index in range(40)]
+    for writer in range(4):  # each command's entries keep their order
+        assert [e["index"] for e in invocations if e["writer"] == writer] == list(range(40))
+
+
 def test_neighbour_agreement_exact_values():
     from recbole_sracl.benchmark.neighbours import item_agreement, user_agreement
 

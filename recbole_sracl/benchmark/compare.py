@@ -24,6 +24,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
+
 from recbole_sracl.benchmark.variants import GROUPS, VARIANTS, Variant, expand
 
 METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
@@ -89,6 +94,25 @@ def ensure_semantic_files(dataset: str, shared: Sequence[str], variants: Sequenc
         ) from None
 
 
+def record_invocation(out: Path, invocation: dict[str, Any]) -> None:
+    """Append one invocation to ``out/harness.json``.
+
+    Several harness commands may share one output folder (one per core), so the read-modify-write holds an
+    exclusive lock (``work/harness.lock``, POSIX only) and the new file replaces the old one atomically: a reader
+    never sees a half-written file and no invocation is lost.
+    """
+    harness_file = out / "harness.json"
+    (out / "work").mkdir(parents=True, exist_ok=True)
+    with open(out / "work" / "harness.lock", "w") as lock:
+        if fcntl is not None:  # Windows has no flock: the replace is still atomic
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        history = json.loads(harness_file.read_text()) if harness_file.is_file() else {"invocations": []}
+        history["invocations"].append(invocation)
+        temporary = out / "work" / "harness.json.tmp"
+        temporary.write_text(json.dumps(history, indent=2))
+        os.replace(temporary, harness_file)
+
+
 def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     out = Path(args.out)
     variants = expand(args.variants.replace(",", " ").split())
@@ -110,15 +134,11 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
             if last is not None:
                 command.append(f"--resume={last}")
             jobs.append((variant, seed, command, result_file))
-    harness_file = out / "harness.json"
-    out.mkdir(parents=True, exist_ok=True)
-    history = json.loads(harness_file.read_text()) if harness_file.is_file() else {"invocations": []}
-    history["invocations"].append({
+    record_invocation(out, {
         "command": shlex.join([sys.executable, *sys.argv]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runs_to_do": [run_name(v.name, s) for v, s, _, _ in jobs], "workers": args.workers,
         "threads_per_run": args.threads,
     })
-    harness_file.write_text(json.dumps(history, indent=2))
     print(f"{len(jobs)} run(s) to do, {args.workers} at a time ({args.threads} thread(s) each) -> {out}", flush=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
         futures = {
