@@ -95,6 +95,7 @@ def _append_invocations(out, writer, count):
         record_invocation(out, {"writer": writer, "index": index})
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the lock is POSIX-only (fcntl)")
 def test_harness_commands_sharing_one_folder_lose_no_invocation(tmp_path):
     import multiprocessing
 

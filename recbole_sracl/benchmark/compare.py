@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 try:
     import fcntl
-except ImportError:  # not on Windows
+except ImportError:  # Windows has no fcntl
     fcntl = None
 
 from recbole_sracl.benchmark.variants import GROUPS, VARIANTS, Variant, expand
