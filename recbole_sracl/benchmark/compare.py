@@ -30,6 +30,7 @@ except ImportError:  # Windows has no fcntl
     fcntl = None
 
 from recbole_sracl.benchmark.variants import GROUPS, VARIANTS, Variant, expand
+from recbole_sracl.utils import atomic_write
 
 METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
 DEFAULT_SEEDS = (2024, 2025, 2026)
@@ -108,9 +109,7 @@ def record_invocation(out: Path, invocation: dict[str, Any]) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         history = json.loads(harness_file.read_text()) if harness_file.is_file() else {"invocations": []}
         history["invocations"].append(invocation)
-        temporary = out / "work" / "harness.json.tmp"
-        temporary.write_text(json.dumps(history, indent=2))
-        os.replace(temporary, harness_file)
+        atomic_write(harness_file, lambda handle: handle.write(json.dumps(history, indent=2)))
 
 
 def run_all(args: argparse.Namespace, shared: list[str]) -> None:
