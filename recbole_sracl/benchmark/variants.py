@@ -23,6 +23,7 @@ class Variant:
 K_SWEEP = (1, 5, 20, 100)  # k = 10 is SRACL itself
 BETA_SWEEP = (0.02, 0.05, 0.2)  # beta = 0 is SRACL_wo_LIS, 0.1 is SRACL
 SUBSTITUTION_SWEEP = (0.1, 0.4)  # 0.2 is SRACL
+ALPHA_SWEEP = (0.05, 0.2)  # weight of L_CS without L_IS (beta = 0); alpha = 0.1 is SRACL_wo_LIS
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 
 VARIANTS: dict[str, Variant] = {
@@ -50,6 +51,8 @@ VARIANTS: dict[str, Variant] = {
         *[Variant(f"SRACL_beta{beta}", "SRACL", (f"--beta={beta}",), description=f"beta={beta}") for beta in BETA_SWEEP],
         *[Variant(f"SRACL_sub{rate}", "SRACL", (f"--substitution_rate={rate}",), description=f"substitution_rate={rate}")
           for rate in SUBSTITUTION_SWEEP],
+        *[Variant(f"SRACL_wo_LIS_alpha{alpha}", "SRACL", ("--beta=0", f"--alpha={alpha}"),
+                  description=f"w/o L_IS, alpha={alpha}") for alpha in ALPHA_SWEEP],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in NEIGHBOUR_ENCODINGS],
@@ -63,6 +66,7 @@ GROUPS: dict[str, list[str]] = {
     "ksweep": [f"SRACL_k{k}" for k in K_SWEEP],
     "betasweep": [f"SRACL_beta{beta}" for beta in BETA_SWEEP],
     "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
+    "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
 }
 
