@@ -167,10 +167,10 @@ def test_variant_groups_expand_in_order_without_repeats():
     chosen = expand(["SRACL_beta0.05", "betasweep", "subsweep", "alphasweep"])
     assert [variant.name for variant in chosen] == [
         "SRACL_beta0.05", "SRACL_beta0.02", "SRACL_beta0.2", "SRACL_sub0.1", "SRACL_sub0.4",
-        "SRACL_wo_LIS_alpha0.05", "SRACL_wo_LIS_alpha0.2"]
+        "SRACL_wo_LIS_alpha0.05", "SRACL_wo_LIS_alpha0.2", "SRACL_wo_LIS_alpha0.4"]
     assert [variant.overrides for variant in chosen] == [
         ("--beta=0.05",), ("--beta=0.02",), ("--beta=0.2",), ("--substitution_rate=0.1",), ("--substitution_rate=0.4",),
-        ("--beta=0", "--alpha=0.05"), ("--beta=0", "--alpha=0.2")]
+        ("--beta=0", "--alpha=0.05"), ("--beta=0", "--alpha=0.2"), ("--beta=0", "--alpha=0.4")]
     assert all(variant.uses_semantic_files for variant in chosen)
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])

@@ -23,7 +23,7 @@ class Variant:
 K_SWEEP = (1, 5, 20, 100)  # k = 10 is SRACL itself
 BETA_SWEEP = (0.02, 0.05, 0.2)  # beta = 0 is SRACL_wo_LIS, 0.1 is SRACL
 SUBSTITUTION_SWEEP = (0.1, 0.4)  # 0.2 is SRACL
-ALPHA_SWEEP = (0.05, 0.2)  # weight of L_CS without L_IS (beta = 0); alpha = 0.1 is SRACL_wo_LIS
+ALPHA_SWEEP = (0.05, 0.2, 0.4)  # weight of L_CS without L_IS (beta = 0); alpha = 0.1 is SRACL_wo_LIS
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 
 VARIANTS: dict[str, Variant] = {
