@@ -42,7 +42,8 @@ def tiny_yaml(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def semantic_root(tmp_path_factory, tiny_root, tiny_yaml) -> Path:
-    """The tiny dataset with semantic files built once per session (offline encoder, no LLM)."""
+    """The tiny dataset with semantic files built once per session (offline encoder, no LLM), per-prefix files
+    (``user_granularity: prefix``) included."""
     from recbole_sracl.config import Config
     from recbole_sracl.semantic.build import build_semantic_files
 
@@ -52,7 +53,7 @@ def semantic_root(tmp_path_factory, tiny_root, tiny_yaml) -> Path:
     os.chdir(root)
     try:
         config = Config(model="SASRec", dataset="tiny", config_file_list=[str(tiny_yaml)],
-                        argv=[f"--data_path={root}"])
+                        argv=[f"--data_path={root}", "--user_granularity=prefix"])
         build_semantic_files(config, show_progress=False, save_texts=True)
     finally:
         os.chdir(cwd)

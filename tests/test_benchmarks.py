@@ -115,7 +115,7 @@ def test_harness_commands_sharing_one_folder_lose_no_invocation(tmp_path):
 
 
 def test_neighbour_agreement_exact_values():
-    from recbole_sracl.benchmark.neighbours import item_agreement, user_agreement
+    from recbole_sracl.benchmark.neighbours import item_agreement, prefix_agreement, user_agreement
 
     histories = {"u1": ["a", "b", "a"], "u2": ["b", "c"], "u3": ["d"]}
     items = item_agreement(histories, {"a": ["b", "c"], "d": ["a", "e"]}, k=2)
@@ -126,13 +126,18 @@ def test_neighbour_agreement_exact_values():
     users = user_agreement(histories, {"u1": "c", "u2": "a", "u3": "b"}, {"u1": ["u2", "u3"], "u3": ["u1"]}, k=1)
     # u1-u2 share b and u2 holds u1's next item c; u3-u1 share nothing but u1 holds u3's next item b
     assert users == {"pairs": 2, "shared_item_rate": 0.5, "next_item_in_a_neighbour_history": 1.0}
+    prefixes = prefix_agreement(histories, {"u1:1": ["u1:2", "u2:1"], "u2:1": ["u1:1"], "u3:1": ["u1:1"]}, k=2)
+    # u1:1 = [a] predicts b: u1:2 = [a b] is its own user and holds b, u2:1 = [b] holds b; u2:1 = [b] predicts c:
+    # u1:1 = [a] shares nothing; u3 has no training row (one item), so u3:1 is skipped
+    assert prefixes == {"pairs": 3, "same_user_rate": 1 / 3, "target_in_neighbour_rate": 2 / 3,
+                        "shared_item_rate": 1 / 3}
 
 
 def test_neighbour_report_on_built_files(semantic_copy):
     from recbole_sracl.benchmark.neighbours import neighbour_quality, render
 
     report = neighbour_quality(semantic_copy, "tiny", k=3)
-    for kind in ("items", "users"):
+    for kind in ("items", "users", "prefixes"):
         assert set(report[kind]) == {"semantic", "random"} and report[kind]["semantic"]["pairs"] > 0
     assert "| items: cooccur rate |" in render(report)
 
@@ -172,5 +177,9 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("--beta=0.05",), ("--beta=0.02",), ("--beta=0.2",), ("--substitution_rate=0.1",), ("--substitution_rate=0.4",),
         ("--beta=0", "--alpha=0.05"), ("--beta=0", "--alpha=0.2"), ("--beta=0", "--alpha=0.4")]
     assert all(variant.uses_semantic_files for variant in chosen)
+    assert [(v.name, v.overrides) for v in expand(["granularity"])] == [
+        ("SRACL_prefix", ("--user_granularity=prefix",)),
+        ("SRACL_prefix_wo_LIS", ("--user_granularity=prefix", "--beta=0")),
+        ("SRACL_prefix_other_users_wo_LIS", ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0"))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])

@@ -45,6 +45,8 @@ def test_model_trains_one_epoch_and_reports_test_metrics(model, tiny_root, tiny_
         ["--backbone=GRU4Rec"],
         ["--backbone=DuoRec"],
         ["--backbone=CL4SRec", "--neighbour_encoding=cached"],
+        ["--user_granularity=prefix"],
+        ["--user_granularity=prefix", "--beta=0", "--neighbour_encoding=online_unique", "--backbone=DuoRec"],
     ],
     ids=lambda extra: " ".join(extra) or "package-default",
 )
@@ -81,6 +83,8 @@ def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
         ("--neighbour_encoding=later", "neighbour_encoding must be one of"),
         ("--k=0", "k must be an integer >= 1"),
         ("--tau=0", "tau must be a number > 0"),
+        ("--user_granularity=session", "user_granularity must be one of"),
+        ("--prefix_same_user=1", "prefix_same_user must be True or False"),
     ],
 )
 def test_invalid_sracl_values_fail_before_loading_data(override, message, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,21 @@ def test_damaged_semantic_files_are_refused(suffix, edit, message, semantic_copy
     process = cli("--model=SRACL", "--dataset=tiny", f"--data_path={semantic_copy}", f"--config_files={tiny_yaml}",
                   "--epochs=1", cwd=tmp_path)
     assert_one_line_error(process, message, "semantic build --dataset=tiny")
+
+
+def test_prefix_mode_without_prefix_files_names_the_flag_that_builds_them(semantic_copy, tiny_yaml, tmp_path):
+    manifest_file = semantic_copy / "tiny" / "tiny.semantic.json"
+    manifest = json.loads(manifest_file.read_text())
+    for name in ("tiny.pemb", "tiny.pnbr"):  # as if built without --user_granularity=prefix
+        del manifest["files"][name]
+        (semantic_copy / "tiny" / name).unlink()
+    manifest_file.write_text(json.dumps(manifest))
+    process = cli("--model=SRACL", "--dataset=tiny", f"--data_path={semantic_copy}", f"--config_files={tiny_yaml}",
+                  "--user_granularity=prefix", "--epochs=1", cwd=tmp_path)
+    assert_one_line_error(process, "tiny.pemb is missing", "semantic build --dataset=tiny",
+                          "--user_granularity=prefix")
+    assert cli("--model=SRACL", "--dataset=tiny", f"--data_path={semantic_copy}", f"--config_files={tiny_yaml}",
+               "--epochs=1", "--state=WARNING", cwd=tmp_path).returncode == 0  # the per-user files still serve
 
 
 def test_missing_semantic_files_print_the_build_command(data, tiny_yaml, tmp_path):

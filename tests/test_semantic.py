@@ -53,6 +53,28 @@ def test_item_prompt_has_attributes_without_empty_fields_and_training_contexts()
     assert "nan" not in builder().item_prompt("a", ["u1"]).message
 
 
+def test_prefix_prompts_are_the_inputs_of_the_training_rows():
+    prompts = builder().prefix_prompts()
+    # u1's training part a b c a gives training rows with inputs a / a b / a b c (its last item is only a target)
+    assert [(p.kind, p.token, p.message) for p in prompts] == [
+        ("prefix", "u1:1", "Blue Pen"),
+        ("prefix", "u1:2", "Blue Pen; Red Pen"),
+        ("prefix", "u1:3", "Blue Pen; Red Pen"),  # c has no title
+        ("prefix", "u2:1", "Red Pen"),
+    ]
+    assert prompts[0].system == builder().user_prompt("u1").system
+
+
+def test_training_prefix_lengths_follow_row_order_per_user():
+    from types import SimpleNamespace
+
+    from recbole_sracl.data.sequences import training_prefix_lengths
+
+    dataset = SimpleNamespace(uid_field="user_id", inter_feat={"user_id": torch.tensor([2, 1, 2, 2, 1, 3])})
+    users, lengths = training_prefix_lengths(dataset)
+    assert users.tolist() == [2, 1, 2, 2, 1, 3] and lengths.tolist() == [1, 1, 2, 3, 2, 1]
+
+
 def test_clean_text_and_attributes():
     assert clean_text(float("nan")) == "" and clean_text(None) == "" and clean_text(" a \t b ") == "a b"
     assert item_attributes({"price": "10486.0"}, ["price"], {"price": "float"}, 100) == "price: 10486"
@@ -94,17 +116,47 @@ def test_no_validation_or_test_item_reaches_any_prompt_or_neighbour_pool(tmp_pat
     from recbole_sracl.semantic.build import build_semantic_files
 
     write_holdout_dataset(tmp_path)
-    config = Config("SASRec", "holdout", [str(tiny_yaml)], argv=[f"--data_path={tmp_path}"])
+    config = Config("SASRec", "holdout", [str(tiny_yaml)], argv=[f"--data_path={tmp_path}", "--user_granularity=prefix"])
     manifest = build_semantic_files(config, show_progress=False, save_texts=True)
     folder = tmp_path / "holdout"
     texts = (folder / "holdout.semantic_texts.jsonl").read_text()
     assert "HOLDOUT" not in texts and "Secret" not in texts
-    assert manifest["counts"] == {"users": 60, "items": 40}
+    own_items = [line for line in (folder / "holdout.inter").read_text().splitlines()[1:] if "\th" not in line]
+    # every user's own items are its training part; each but the first is the target of one training row
+    assert manifest["counts"] == {"users": 60, "items": 40, "prefixes": len(own_items) - 60}
     for suffix in ("iemb", "inbr"):
         content = (folder / f"holdout.{suffix}").read_text()
         assert "\th" not in content and " h" not in content and not content.startswith("h")
     _, lists = files.read_neighbour_file(folder / "holdout.inbr", "inbr")
     assert all(not token.startswith("h") for row in lists for token in row)
+
+
+def test_chunk_text_packs_whole_pieces_in_order():
+    from recbole_sracl.semantic.encoder import chunk_text
+
+    def words(pieces):
+        return [len(piece.split()) for piece in pieces]
+
+    text = "Red Pen; Blue Pen; Big Green Desk Lamp\n1. Ink; Paper"
+    assert chunk_text(text, words, 4) == ["Red Pen; Blue Pen;", "Big Green Desk Lamp", "1. Ink; Paper"]
+    assert chunk_text(text, words, 100) == ["Red Pen; Blue Pen; Big Green Desk Lamp 1. Ink; Paper"]
+    assert chunk_text("one two three four five", words, 2) == ["one two three four five"]  # one piece: the encoder truncates
+
+
+def test_chunk_mean_encodes_what_truncation_drops():
+    from recbole_sracl.semantic.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder()
+    short, long = "Red Pen; Blue Pen", "; ".join(f"Acme Stapler Model {n}" for n in range(60)) + "; Bolt Ink Cartridge"
+    # a text that fits the window is encoded exactly as before
+    assert np.allclose(encoder.encode([short], False, long_text="chunk_mean"), encoder.encode([short], False), atol=1e-6)
+    truncated, chunked = encoder.encode([long], False), encoder.encode([long], False, long_text="chunk_mean")
+    ink = encoder.encode(["Bolt Ink Cartridge"], False)
+    # the last item lies beyond the 256-token window: truncation ignores it, the chunk mean does not
+    assert (chunked @ ink.T).item() > (truncated @ ink.T).item() + 0.02
+    assert np.isclose(np.linalg.norm(chunked), 1.0, atol=1e-5)
+    with pytest.raises(Exception, match="semantic_long_text must be one of"):
+        encoder.encode([short], False, long_text="summarise")
 
 
 def test_faiss_exact_retrieval_equals_brute_force():
@@ -162,6 +214,44 @@ def test_recbole_loads_the_files_aligned_with_its_internal_ids(semantic_copy, ti
     assert int(counts[1:].min()) == 5
 
 
+def test_prefix_tables_follow_the_training_rows(semantic_copy, tiny_yaml):
+    from recbole_sracl.data.utils import create_dataset, data_preparation
+    from recbole_sracl.model.sracl import SRACL
+    from recbole_sracl.quick_start import build_config
+
+    config = build_config("SRACL", "tiny", [str(tiny_yaml)],
+                          argv=tiny_overrides(semantic_copy, "--user_granularity=prefix", "--k=4"))
+    SRACL.prepare_config(config)
+    train, _, _ = data_preparation(config, create_dataset(config), SRACL.build_train_augmenter)
+    model = SRACL(config, train._dataset)
+    features = train._dataset.inter_feat
+    folder = semantic_copy / "tiny"
+    tokens, vectors = files.read_embedding_file(folder / "tiny.pemb", "pemb")
+    _, lists = files.read_neighbour_file(folder / "tiny.pnbr", "pnbr")
+    users = train._dataset.id2token("user_id", features["user_id"].numpy())
+    seen: dict[str, int] = {}
+    row_of = {}
+    for row, user in enumerate(users):  # rows of a user are chronological: its n-th row has a prefix of n items
+        seen[user] = seen.get(user, 0) + 1
+        row_of[f"{user}:{seen[user]}"] = row
+    assert sorted(row_of) == sorted(tokens) and len(model.anchor_semantic) == len(tokens) + 1
+    for token, vector, neighbours in list(zip(tokens, vectors, lists))[::37]:
+        anchor = row_of[token] + 1
+        assert torch.allclose(model.anchor_semantic[anchor], torch.as_tensor(vector, dtype=torch.float32))
+        assert torch.equal(model.anchor_sequences[anchor], features["item_id_list"][row_of[token]])
+        assert model.anchor_neighbours[anchor].tolist() == [row_of[name] + 1 for name in neighbours[:4]]
+    batch = next(iter(train))
+    assert torch.equal(batch["item_id_list"], model.anchor_sequences[batch["train_row"] + 1])
+    assert all(torch.isfinite(loss) for loss in model.calculate_loss(batch))
+    # the ablation keeps, in order, the first k neighbours that belong to another user
+    others = SRACL(build_config("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(
+        semantic_copy, "--user_granularity=prefix", "--k=4", "--prefix_same_user=False")), train._dataset)
+    for token, neighbours in list(zip(tokens, lists))[::37]:
+        user = token.rsplit(":", 1)[0]
+        expected = [row_of[name] + 1 for name in neighbours if name.rsplit(":", 1)[0] != user][:4]
+        assert others.anchor_neighbours[row_of[token] + 1].tolist() == expected
+
+
 def test_stale_files_are_refused_with_the_rebuild_command(semantic_copy, tiny_yaml):
     config = Config("SRACL", "tiny", [str(tiny_yaml)], argv=[f"--data_path={semantic_copy}"])
     files.check_semantic_files(config, ["uemb", "unbr", "inbr"])
@@ -200,14 +290,14 @@ def test_synthesizer_weights(semantic_copy, tiny_yaml):
     model = model_with()
     assert tuple(model.adapter.shape) == (384, 64) and tuple(model.attention.shape) == (128, 1)
     users = torch.tensor([1, 2, 3])
-    neighbours = model.user_neighbours[users].clone()
+    neighbours = model.anchor_neighbours[users].clone()
     neighbours[0, 3] = 0  # a padding candidate
     model.eval()  # no dropout on the weights
     weights = model.synthesis_weights(users, neighbours)
     assert weights.shape == (3, 4) and weights[0, 3] == 0
     assert torch.allclose(weights.sum(1), torch.ones(3))
     # the weights follow the formula softmax(LeakyReLU(a^T [W e_u || W e_u']))
-    semantic = model.user_semantic
+    semantic = model.anchor_semantic
     projected_user = semantic[users] @ model.adapter
     projected_nbr = semantic[neighbours] @ model.adapter
     scores = torch.cat([projected_user.unsqueeze(1).expand(-1, 4, -1), projected_nbr], -1) @ model.attention
@@ -228,5 +318,7 @@ def test_synthesizer_weights(semantic_copy, tiny_yaml):
 def test_manifest_records_what_produced_the_files(semantic_root):
     manifest = json.loads((semantic_root / "tiny" / "tiny.semantic.json").read_text())
     assert manifest["options"]["llm"] == {"provider": "none"} and manifest["dimension"] == 384
-    assert manifest["k"] == {"users": 59, "items": 39} and "tiny.inter" in manifest["fingerprint"]["files"]
-    assert set(manifest["files"]) == {"tiny.uemb", "tiny.iemb", "tiny.unbr", "tiny.inbr"}
+    assert manifest["k"] == {"users": 59, "items": 39, "prefixes": 100}
+    assert "tiny.inter" in manifest["fingerprint"]["files"] and manifest["options"]["user_granularity"] == "prefix"
+    assert set(manifest["files"]) == {"tiny.uemb", "tiny.iemb", "tiny.unbr", "tiny.inbr", "tiny.pemb", "tiny.pnbr"}
+    assert manifest["files"]["tiny.pemb"]["rows"] == manifest["counts"]["prefixes"]

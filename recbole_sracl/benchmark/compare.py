@@ -82,12 +82,21 @@ def ensure_semantic_files(dataset: str, shared: Sequence[str], variants: Sequenc
         return
     from recbole_sracl.config import Config
     from recbole_sracl.errors import SemanticFilesError
+    from recbole_sracl.model.sracl import SRACL
     from recbole_sracl.semantic.files import check_semantic_files
 
-    config = Config(model="SRACL", dataset=dataset, config_file_list=list(config_files),
-                    argv=[arg for arg in shared if not arg.startswith("--config_files=")])
+    shared = [arg for arg in shared if not arg.startswith("--config_files=")]
+    checked: set[tuple[str, ...]] = set()
     try:
-        check_semantic_files(config, ["uemb", "unbr", "inbr"])
+        for variant in variants:
+            if not variant.uses_semantic_files:
+                continue
+            config = Config(model="SRACL", dataset=dataset, config_file_list=list(config_files),
+                            argv=shared + list(variant.overrides))
+            suffixes = tuple(SRACL.semantic_suffixes(config))
+            if suffixes not in checked:  # reading the files takes seconds: check each set once
+                check_semantic_files(config, suffixes)
+                checked.add(suffixes)
     except SemanticFilesError as error:
         print(f"semantic files: {error}", flush=True)
         raise SystemExit(

@@ -9,7 +9,10 @@ and user it reports, next to the same numbers for random neighbours (seeded, sam
   substitute relative to the item it replaces, weighted by training interactions (what item substitution sees);
 - users: share of (user, neighbour) pairs whose training histories share an item, and share of users whose
   held-out VALIDATION item is in the training history of at least one neighbour (used here only to judge the
-  neighbours; training never sees it).
+  neighbours; training never sees it);
+- prefixes (files built with ``--user_granularity=prefix``): share of (prefix, neighbour) pairs from the same
+  user, share of pairs whose neighbour prefix contains the item the prefix's training row predicts (its target),
+  and shared-item rate.
 
 The split is RecBole's leave-one-out by time: per user, the last interaction is test, the one before is
 validation, the rest is training (what the semantic build used).
@@ -103,6 +106,34 @@ def user_agreement(histories: dict[str, list[str]], validation: dict[str, str], 
             "next_item_in_a_neighbour_history": found / max(users, 1)}
 
 
+def prefix_agreement(histories: dict[str, list[str]], neighbours: dict[str, list[str]], k: int) -> dict[str, float]:
+    """Same-user rate, target-in-neighbour rate and shared-item rate of (training prefix, neighbour) pairs.
+
+    A prefix ``<user>:<n>`` is the first ``n`` training items of the user; its training row predicts item ``n + 1``.
+    """
+    from recbole_sracl.data.sequences import split_prefix_token
+
+    def items_of(token: str) -> tuple[str, list[str]]:
+        user, length = split_prefix_token(token)
+        return user, histories.get(user, [])[:length]
+
+    pairs = same_user = with_target = sharing = 0
+    for token, row in neighbours.items():
+        user, items = items_of(token)
+        history = histories.get(user, [])
+        if not items or len(history) <= len(items):
+            continue
+        target, own = history[len(items)], set(items)
+        for other in row[:k]:
+            other_user, other_items = items_of(other)
+            pairs += 1
+            same_user += other_user == user
+            with_target += target in other_items
+            sharing += bool(own & set(other_items))
+    return {"pairs": pairs, "same_user_rate": same_user / max(pairs, 1),
+            "target_in_neighbour_rate": with_target / max(pairs, 1), "shared_item_rate": sharing / max(pairs, 1)}
+
+
 def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user_field: str = "user_id",
                       item_field: str = "item_id", time_field: str = "timestamp") -> dict[str, Any]:
     """The report for one dataset folder holding ``<dataset>.inter``, ``.inbr`` and ``.unbr``."""
@@ -112,28 +143,34 @@ def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user
     histories, validation = training_histories(folder / f"{dataset}.inter", user_field, item_field, time_field)
     rng = np.random.default_rng(seed)
     report: dict[str, Any] = {"dataset": dataset, "k": k, "training_users": len(histories), "seed": seed}
-    for suffix, kind in (("inbr", "items"), ("unbr", "users")):
+    for suffix, kind in (("inbr", "items"), ("unbr", "users"), ("pnbr", "prefixes")):
         path = folder / f"{dataset}.{suffix}"
         if not path.is_file():
             report[kind] = None
             continue
         tokens, lists = read_neighbour_file(path, suffix)
         semantic = dict(zip(tokens, lists))
-        pool = sorted({item for items in histories.values() for item in items}) if kind == "items" else sorted(histories)
+        if kind == "items":
+            pool = sorted({item for items in histories.values() for item in items})
+        else:
+            pool = sorted(histories) if kind == "users" else tokens
         random = dict(zip(tokens, _random_lists(tokens, pool, k, rng)))
         if kind == "items":
             report[kind] = {"semantic": item_agreement(histories, semantic, k),
                             "random": item_agreement(histories, random, k)}
-        else:
+        elif kind == "users":
             report[kind] = {"semantic": user_agreement(histories, validation, semantic, k),
                             "random": user_agreement(histories, validation, random, k)}
+        else:
+            report[kind] = {"semantic": prefix_agreement(histories, semantic, k),
+                            "random": prefix_agreement(histories, random, k)}
     return report
 
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"Neighbour agreement with the training split: {report['dataset']}, first k={report['k']} neighbours, "
              f"{report['training_users']} users", "", "| measure | semantic | random |", "|---|---|---|"]
-    for kind in ("items", "users"):
+    for kind in ("items", "users", "prefixes"):
         if not report.get(kind):
             continue
         semantic, random = report[kind]["semantic"], report[kind]["random"]

@@ -87,7 +87,8 @@ def semantic_throughput(dataset: str, config_files: list[str], overrides: list[s
     config = Config("SASRec", dataset, config_files, argv=overrides + ["--state=WARNING"])
     options = BuildOptions.from_config(config)
     start = time.perf_counter()
-    user_prompts, item_prompts, _ = collect_prompts(config, options)
+    groups = collect_prompts(config, options)
+    user_prompts, item_prompts = groups["users"], groups["items"]
     prompt_seconds = time.perf_counter() - start
     prompts = user_prompts + item_prompts
     report: dict[str, Any] = {"dataset": dataset, "prompts": len(prompts),

@@ -53,6 +53,13 @@ VARIANTS: dict[str, Variant] = {
           for rate in SUBSTITUTION_SWEEP],
         *[Variant(f"SRACL_wo_LIS_alpha{alpha}", "SRACL", ("--beta=0", f"--alpha={alpha}"),
                   description=f"w/o L_IS, alpha={alpha}") for alpha in ALPHA_SWEEP],
+        # L_CS per training prefix, as the official code (one semantic embedding per training row)
+        Variant("SRACL_prefix", "SRACL", ("--user_granularity=prefix",), description="L_CS per training prefix"),
+        Variant("SRACL_prefix_wo_LIS", "SRACL", ("--user_granularity=prefix", "--beta=0"),
+                description="L_CS per training prefix, w/o L_IS"),
+        Variant("SRACL_prefix_other_users_wo_LIS", "SRACL",
+                ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0"),
+                description="L_CS per training prefix, other users' prefixes only, w/o L_IS"),
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in NEIGHBOUR_ENCODINGS],
@@ -68,6 +75,7 @@ GROUPS: dict[str, list[str]] = {
     "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
     "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
+    "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }
 
 

@@ -21,6 +21,7 @@ VIEW_SEQ = ("aug_item_seq_1", "aug_item_seq_2")
 VIEW_LEN = ("aug_item_len_1", "aug_item_len_2")
 SAME_TARGET_SEQ, SAME_TARGET_LEN = "same_target_item_seq", "same_target_item_len"
 SUBSTITUTED_SEQ = ("substituted_item_seq_1", "substituted_item_seq_2")
+TRAIN_ROW = "train_row"
 
 
 class Augmenter:
@@ -96,6 +97,13 @@ class SubstitutionAugmenter(Augmenter):
             name: augment.substitute(seq, length, self.neighbours, self.neighbour_count, self.rate, self.generator)
             for name in SUBSTITUTED_SEQ
         }
+
+
+class TrainRowAugmenter(Augmenter):
+    """Each example's row index into the training split (SRACL's per-prefix L_CS looks its prefix up by it)."""
+
+    def fields(self, batch, rows):
+        return {TRAIN_ROW: torch.as_tensor(rows, dtype=torch.long)}
 
 
 class ComposedAugmenter(Augmenter):

@@ -31,6 +31,36 @@ def training_histories(train_dataset: Any) -> dict[int, np.ndarray]:
     }
 
 
+USER_GRANULARITIES = ("user", "prefix")  # what SRA-CL's cross-sequence loss retrieves over (``user_granularity``)
+
+
+def training_prefix_lengths(train_dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The user and the prefix length (items before the target, untruncated) of every training row, in row order.
+
+    A user's ``j``-th training row (0-based, chronological) predicts item ``j + 2`` of its training part from the
+    first ``j + 1`` items, so its prefix length is ``j + 1`` whatever ``MAX_ITEM_LIST_LENGTH`` cuts the input to.
+    """
+    users = train_dataset.inter_feat[train_dataset.uid_field].numpy()
+    order = np.argsort(users, kind="stable")
+    sorted_users = users[order]
+    starts = np.r_[0, np.flatnonzero(sorted_users[1:] != sorted_users[:-1]) + 1]
+    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    lengths = np.empty(len(users), dtype=np.int64)
+    lengths[order] = rank + 1
+    return users, lengths
+
+
+def prefix_token(user_token: str, length: int) -> str:
+    """The id of a training prefix in the prefix semantic files: ``<user token>:<prefix length>``."""
+    return f"{user_token}:{length}"
+
+
+def split_prefix_token(token: str) -> tuple[str, int]:
+    """``(user token, prefix length)`` of a :func:`prefix_token` (user tokens may contain ``:`` themselves)."""
+    user, _, length = token.rpartition(":")
+    return user, int(length)
+
+
 def training_sequence_table(
     histories: dict[int, np.ndarray], num_users: int, max_length: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

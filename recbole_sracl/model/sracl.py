@@ -10,7 +10,9 @@ Training loss (paper eq. 15, section 5.3 for other backbones)::
 - ``L_CS`` (cross-sequence, eq. 7-10): for user u with semantic embedding e_u and retrieved neighbours N_u,
   p = softmax_{u'}(LeakyReLU(a^T [W e_u || W e_u'])) (dropout on p as in the official code), the positive is
   h_u+ = sum_u' p_u,u' h_u' with h_u' the backbone's encoding of u''s training sequence, and InfoNCE uses the
-  other synthesized positives of the batch as negatives.
+  other synthesized positives of the batch as negatives. ``user_granularity: prefix`` does the same per
+  training prefix, as the official code does: each training row has its own semantic embedding and its
+  neighbours are other training prefixes (of any user, the same one included), encoded from their own items.
 - ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
   ``substitution_rate`` by one of its k semantic neighbours (a train-time batch augmenter); InfoNCE with the
   other 2N-2 views as negatives.
@@ -26,8 +28,16 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, SubstitutionAugmenter, compose
-from recbole_sracl.data.sequences import neighbour_table, training_histories, training_sequence_table
+from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, TRAIN_ROW, SubstitutionAugmenter, TrainRowAugmenter, compose
+from recbole_sracl.data.sequences import (
+    USER_GRANULARITIES,
+    neighbour_table,
+    prefix_token,
+    split_prefix_token,
+    training_histories,
+    training_prefix_lengths,
+    training_sequence_table,
+)
 from recbole_sracl.errors import SemanticFilesError
 from recbole_sracl.model.layers import (
     check_contrastive_config,
@@ -73,6 +83,10 @@ class SRACL(SequentialRecommender):
                 f"SRACL: neighbour_encoding must be one of {NEIGHBOUR_ENCODINGS}, got {config['neighbour_encoding']!r}")
         require(config["cs_negatives"] in CS_NEGATIVES,
                 f"SRACL: cs_negatives must be one of {CS_NEGATIVES}, got {config['cs_negatives']!r}")
+        require(config["user_granularity"] in USER_GRANULARITIES,
+                f"SRACL: user_granularity must be one of {USER_GRANULARITIES}, got {config['user_granularity']!r}")
+        require(isinstance(config["prefix_same_user"], bool),
+                f"SRACL: prefix_same_user must be True or False, got {config['prefix_same_user']!r}")
         sample = config["neighbour_sample"]
         require(isinstance(sample, int) and 0 <= sample <= k,
                 f"SRACL: neighbour_sample must be an integer between 0 and k={k}, got {sample!r}")
@@ -85,7 +99,8 @@ class SRACL(SequentialRecommender):
     @classmethod
     def semantic_suffixes(cls, config) -> list[str]:
         """The semantic files this configuration trains with (none for alpha = beta = 0)."""
-        return (["uemb", "unbr"] if config["alpha"] > 0 else []) + (["inbr"] if config["beta"] > 0 else [])
+        cross_sequence = ["pemb", "pnbr"] if config["user_granularity"] == "prefix" else ["uemb", "unbr"]
+        return (cross_sequence if config["alpha"] > 0 else []) + (["inbr"] if config["beta"] > 0 else [])
 
     @classmethod
     def prepare_config(cls, config) -> None:
@@ -96,15 +111,18 @@ class SRACL(SequentialRecommender):
 
     @classmethod
     def build_train_augmenter(cls, config, train_dataset):
-        """The backbone's augmenter (DuoRec/CL4SRec) plus the semantic substitution views when beta > 0."""
+        """The backbone's augmenter (DuoRec/CL4SRec), the semantic substitution views when beta > 0, and each
+        row's index into the training split when L_CS works per training prefix."""
         backbone_factory = getattr(get_model(config["backbone"]), "build_train_augmenter", None)
         backbone_augmenter = backbone_factory(config, train_dataset) if backbone_factory else None
-        substitution = None
+        substitution = row_index = None
         if config["beta"] > 0:
             n_items = train_dataset.num(config["ITEM_ID_FIELD"])
             neighbours, counts = neighbour_table(train_dataset, "inbr", n_items, config["k"])
             substitution = SubstitutionAugmenter(config, neighbours, counts)
-        return compose(backbone_augmenter, substitution)
+        if config["alpha"] > 0 and config["user_granularity"] == "prefix":
+            row_index = TrainRowAugmenter(config)
+        return compose(backbone_augmenter, substitution, row_index)
 
     # ---- model -------------------------------------------------------------------------------------------
 
@@ -120,11 +138,33 @@ class SRACL(SequentialRecommender):
         self.neighbour_sample = config["neighbour_sample"]
         self.cache_refresh_steps = config["cache_refresh_steps"]
         self.cs_negatives = config["cs_negatives"]
+        self.per_prefix = config["user_granularity"] == "prefix"
         self.steps_since_refresh = 0
         if self.alpha > 0:
             self._init_cross_sequence(config, dataset)
 
     def _init_cross_sequence(self, config, dataset) -> None:
+        """Tables over the L_CS anchors (users, or training prefixes shifted by one; row 0 is padding)."""
+        if self.per_prefix:
+            semantic, neighbours, counts, sequences, lengths = self._prefix_tables(config, dataset)
+        else:
+            semantic, neighbours, counts, sequences, lengths = self._user_tables(config, dataset)
+        self.register_buffer("anchor_semantic", semantic, persistent=False)
+        self.register_buffer("anchor_neighbours", neighbours, persistent=False)
+        self.register_buffer("anchor_neighbour_count", counts, persistent=False)
+        self.register_buffer("anchor_sequences", sequences, persistent=False)
+        self.register_buffer("anchor_lengths", lengths.clamp(min=1), persistent=False)
+        self.register_buffer("anchor_cache", torch.zeros(0), persistent=False)
+        hidden = self._hidden_size(config)
+        # adapter W (semantic dim -> d) and attention vector a (2d), initialised as in the official code
+        self.adapter = nn.Parameter(torch.empty(semantic.size(1), hidden))
+        self.attention = nn.Parameter(torch.empty(2 * hidden, 1))
+        nn.init.xavier_uniform_(self.adapter, gain=1.414)
+        nn.init.xavier_uniform_(self.attention, gain=1.414)
+        self.leaky_relu = nn.LeakyReLU(config["leaky_relu_slope"])
+        self.synthesizer_dropout = nn.Dropout(config["synthesizer_dropout"])
+
+    def _user_tables(self, config, dataset):
         uid_field = dataset.uid_field
         num_users = dataset.num(uid_field)
         real_users = int(torch.unique(dataset.inter_feat[uid_field]).numel())
@@ -137,20 +177,38 @@ class SRACL(SequentialRecommender):
         semantic = torch.as_tensor(dataset.get_preload_weight("uemb_id"), dtype=torch.float32)
         neighbours, counts = neighbour_table(dataset, "unbr", num_users, self.k)
         sequences, lengths = training_sequence_table(training_histories(dataset), num_users, self.max_seq_length)
-        self.register_buffer("user_semantic", semantic, persistent=False)
-        self.register_buffer("user_neighbours", neighbours, persistent=False)
-        self.register_buffer("user_neighbour_count", counts, persistent=False)
-        self.register_buffer("user_sequences", sequences, persistent=False)
-        self.register_buffer("user_lengths", lengths.clamp(min=1), persistent=False)
-        self.register_buffer("user_cache", torch.zeros(0), persistent=False)
-        hidden = self._hidden_size(config)
-        # adapter W (semantic dim -> d) and attention vector a (2d), initialised as in the official code
-        self.adapter = nn.Parameter(torch.empty(semantic.size(1), hidden))
-        self.attention = nn.Parameter(torch.empty(2 * hidden, 1))
-        nn.init.xavier_uniform_(self.adapter, gain=1.414)
-        nn.init.xavier_uniform_(self.attention, gain=1.414)
-        self.leaky_relu = nn.LeakyReLU(config["leaky_relu_slope"])
-        self.synthesizer_dropout = nn.Dropout(config["synthesizer_dropout"])
+        return semantic, neighbours, counts, sequences, lengths
+
+    def _prefix_tables(self, config, dataset):
+        from recbole_sracl.semantic.files import build_command, read_embedding_file, read_neighbour_file, semantic_path
+
+        users, prefix_lengths = training_prefix_lengths(dataset)
+        user_tokens = dataset.field2id_token[dataset.uid_field]
+        anchor_of = {prefix_token(user_tokens[user], length): row + 1
+                     for row, (user, length) in enumerate(zip(users.tolist(), prefix_lengths.tolist()))}
+        tokens, vectors = read_embedding_file(semantic_path(config, "pemb"), "pemb")
+        _, lists = read_neighbour_file(semantic_path(config, "pnbr"), "pnbr")
+        unknown = set(anchor_of) - set(tokens)
+        if unknown or len(tokens) != len(anchor_of):
+            raise SemanticFilesError(
+                f"the prefix semantic files of '{config['dataset']}' do not match its training prefixes "
+                f"({len(tokens)} in the files, {len(anchor_of)} in the training split, e.g. "
+                f"'{next(iter(unknown or set(tokens) - set(anchor_of)))}'); rebuild them: {build_command(config)}"
+            )
+        rows = torch.tensor([anchor_of[token] for token in tokens])
+        semantic = torch.zeros(len(anchor_of) + 1, vectors.shape[1])
+        semantic[rows] = torch.as_tensor(vectors, dtype=torch.float32)
+        neighbours = torch.zeros(len(anchor_of) + 1, self.k, dtype=torch.long)
+        for row, token, names in zip(rows.tolist(), tokens, lists):
+            if not config["prefix_same_user"]:  # keep only other users' prefixes (an ablation)
+                own = split_prefix_token(token)[0]
+                names = [name for name in names if split_prefix_token(name)[0] != own]
+            chosen = [anchor_of[name] for name in names[: self.k]]
+            neighbours[row, : len(chosen)] = torch.tensor(chosen, dtype=torch.long)
+        features = dataset.inter_feat
+        sequences = torch.cat([torch.zeros(1, self.max_seq_length, dtype=torch.long), features[self.ITEM_SEQ].long()])
+        lengths = torch.cat([torch.zeros(1, dtype=torch.long), features[self.ITEM_SEQ_LEN].long()])
+        return semantic, neighbours, (neighbours > 0).sum(dim=1), sequences, lengths
 
     @staticmethod
     def _hidden_size(config) -> int:
@@ -162,19 +220,19 @@ class SRACL(SequentialRecommender):
 
     # ---- L_CS --------------------------------------------------------------------------------------------
 
-    def synthesis_weights(self, users: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        """``[B, m]`` weights p over each user's candidate neighbours (0 for padding candidates)."""
+    def synthesis_weights(self, anchors: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """``[B, m]`` weights p over each anchor's candidate neighbours (0 for padding candidates)."""
         valid = neighbours > 0
         if self.synthesizer == "uniform":  # "Unlearnable": one valid candidate at random
             scores = torch.rand(neighbours.shape, device=neighbours.device).masked_fill(~valid, -1.0)
-            return F.one_hot(scores.argmax(dim=1), neighbours.size(1)).to(self.user_semantic.dtype)
+            return F.one_hot(scores.argmax(dim=1), neighbours.size(1)).to(self.anchor_semantic.dtype)
         if self.synthesizer == "mean":
             return valid.float() / valid.sum(dim=1, keepdim=True).clamp(min=1)
         hidden = self.adapter.size(1)
         # a^T [W e_u || W e_u'] = (W^T a_1) . e_u + (W^T a_2) . e_u'
         query_vector = self.adapter @ self.attention[:hidden, 0]
         key_vector = self.adapter @ self.attention[hidden:, 0]
-        scores = (self.user_semantic[users] @ query_vector).unsqueeze(1) + self.user_semantic[neighbours] @ key_vector
+        scores = (self.anchor_semantic[anchors] @ query_vector).unsqueeze(1) + self.anchor_semantic[neighbours] @ key_vector
         scores = self.leaky_relu(scores).masked_fill(~valid, float("-inf"))
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
         return self.synthesizer_dropout(weights)
@@ -187,33 +245,33 @@ class SRACL(SequentialRecommender):
         chosen = keys.argsort(dim=1)[:, : self.neighbour_sample]
         return neighbours.gather(1, chosen)
 
-    def _encode_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward(self.user_sequences[users], self.user_lengths[users])
+    def _encode_anchors(self, anchors: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward(self.anchor_sequences[anchors], self.anchor_lengths[anchors])
 
     def neighbour_representations(self, neighbours: torch.Tensor) -> torch.Tensor:
         """``[B, m, d]`` backbone encodings of the candidates' training sequences, per ``neighbour_encoding``."""
         if self.neighbour_encoding == "cached":
-            if self.user_cache.numel() == 0:
+            if self.anchor_cache.numel() == 0:
                 self.refresh_cache()
-            return self.user_cache[neighbours]
+            return self.anchor_cache[neighbours]
         if self.neighbour_encoding == "online":  # paper / official code: every slot, with gradients
-            flat = self._encode_users(neighbours.reshape(-1))
+            flat = self._encode_anchors(neighbours.reshape(-1))
             return flat.view(*neighbours.shape, -1)
         unique, inverse = torch.unique(neighbours, return_inverse=True)
         if self.neighbour_encoding == "no_grad":
             with torch.no_grad():
-                encoded = self._encode_users(unique)
+                encoded = self._encode_anchors(unique)
         else:
-            encoded = self._encode_users(unique)
+            encoded = self._encode_anchors(unique)
         return encoded[inverse]
 
     @torch.no_grad()
     def refresh_cache(self, batch_size: int = 2048) -> None:
-        """Re-encode every user's training sequence in eval mode (``neighbour_encoding: cached``)."""
+        """Re-encode every anchor's sequence (user or training prefix) in eval mode (``neighbour_encoding: cached``)."""
         was_training = self.training
         self.eval()
-        users = torch.arange(self.user_sequences.size(0), device=self.user_sequences.device)
-        self.user_cache = torch.cat([self._encode_users(chunk) for chunk in users.split(batch_size)])
+        anchors = torch.arange(self.anchor_sequences.size(0), device=self.anchor_sequences.device)
+        self.anchor_cache = torch.cat([self._encode_anchors(chunk) for chunk in anchors.split(batch_size)])
         self.train(was_training)
         self.steps_since_refresh = 0
 
@@ -222,14 +280,14 @@ class SRACL(SequentialRecommender):
         if self.alpha > 0 and self.neighbour_encoding == "cached":
             self.refresh_cache()
 
-    def cross_sequence_loss(self, users: torch.Tensor, seq_output: torch.Tensor) -> torch.Tensor:
+    def cross_sequence_loss(self, anchors: torch.Tensor, seq_output: torch.Tensor) -> torch.Tensor:
         """L_CS (eq. 10): InfoNCE between h_u and the synthesized positive h_u+."""
         if self.neighbour_encoding == "cached" and self.cache_refresh_steps:
             self.steps_since_refresh += 1
             if self.steps_since_refresh >= self.cache_refresh_steps:
                 self.refresh_cache()
-        neighbours = self._sample_candidates(self.user_neighbours[users])
-        weights = self.synthesis_weights(users, neighbours)
+        neighbours = self._sample_candidates(self.anchor_neighbours[anchors])
+        weights = self.synthesis_weights(anchors, neighbours)
         positive = (weights.unsqueeze(-1) * self.neighbour_representations(neighbours)).sum(dim=1)
         return info_nce(seq_output, positive, self.tau, self.sim, self.cs_negatives)
 
@@ -244,7 +302,8 @@ class SRACL(SequentialRecommender):
         seq_output = outputs[0]
         losses = list(recommendation_loss(self.backbone, interaction, seq_output))
         if self.alpha > 0:
-            losses.append(self.alpha * self.cross_sequence_loss(interaction[self.USER_ID], seq_output))
+            anchors = interaction[TRAIN_ROW] + 1 if self.per_prefix else interaction[self.USER_ID]
+            losses.append(self.alpha * self.cross_sequence_loss(anchors, seq_output))
         if self.beta > 0:
             losses.append(self.beta * info_nce(outputs[1], outputs[2], self.tau, self.sim, "symmetric"))
         return tuple(losses)

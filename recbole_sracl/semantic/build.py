@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from recbole_sracl.data.sequences import training_histories
+from recbole_sracl.data.sequences import USER_GRANULARITIES, training_histories
 from recbole_sracl.data.utils import create_dataset, dataset_dir, ensure_dataset_files, read_atomic_header
 from recbole_sracl.errors import ConfigError, DatasetError
 from recbole_sracl.semantic import files
@@ -51,6 +51,8 @@ class BuildOptions:
     field_chars: int = 300
     allow_missing_text: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
+    user_granularity: str = "user"
+    long_text: str = "truncate"
     seed: int = 2024
 
     @classmethod
@@ -67,6 +69,7 @@ class BuildOptions:
             "max_user_items": "semantic_max_user_items", "item_contexts": "semantic_item_contexts",
             "context_length": "semantic_context_length", "field_chars": "semantic_field_chars",
             "allow_missing_text": "semantic_allow_missing_text", "prompts": "semantic_prompts", "seed": "seed",
+            "user_granularity": "user_granularity", "long_text": "semantic_long_text",
         }
         values = {name: config[key] for name, key in keys.items() if config[key] is not None}
         values.update({name: value for name, value in overrides.items() if value is not None})
@@ -77,6 +80,12 @@ class BuildOptions:
     def validate(self) -> None:
         if self.llm not in LLM_CHOICES:
             raise ConfigError(f"--llm must be one of {LLM_CHOICES}, got {self.llm!r}")
+        from recbole_sracl.semantic.encoder import LONG_TEXT_CHOICES
+
+        if self.long_text not in LONG_TEXT_CHOICES:
+            raise ConfigError(f"--long_text must be one of {LONG_TEXT_CHOICES}, got {self.long_text!r}")
+        if self.user_granularity not in USER_GRANULARITIES:
+            raise ConfigError(f"--user_granularity must be one of {USER_GRANULARITIES}, got {self.user_granularity!r}")
         for name in ("concurrency", "k", "encoder_batch_size", "max_user_items", "context_length", "max_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -109,6 +118,7 @@ class BuildOptions:
             "item_fields": self.item_fields, "max_user_items": self.max_user_items,
             "item_contexts": self.item_contexts, "context_length": self.context_length,
             "field_chars": self.field_chars, "templates_overridden": sorted(self.prompts or {}),
+            "user_granularity": self.user_granularity, "long_text": self.long_text,
         }
 
 
@@ -145,8 +155,9 @@ def _text_fields(config: Any, options: BuildOptions) -> list[str]:
     return [name for name in item_cols if name != config["ITEM_ID_FIELD"]]
 
 
-def collect_prompts(config: Any, options: BuildOptions) -> tuple[list[Prompt], list[Prompt], dict[str, Any]]:
-    """Load the dataset through RecBole, split it, and build one prompt per training user and item."""
+def collect_prompts(config: Any, options: BuildOptions) -> dict[str, list[Prompt]]:
+    """Load the dataset through RecBole, split it, and build one prompt per training user and item (and, with
+    ``user_granularity: prefix``, per training prefix): ``{"users": [...], "items": [...], "prefixes": [...]}``."""
     folder, name = dataset_dir(config), config["dataset"]
     dataset = create_dataset(config)
     train, _, _ = dataset.build()
@@ -166,7 +177,10 @@ def collect_prompts(config: Any, options: BuildOptions) -> tuple[list[Prompt], l
     user_prompts, item_prompts = builder.all_prompts()
     check_items_have_text(builder, [p.token for p in item_prompts], str(folder / f"{name}.item"),
                           options.allow_missing_text)
-    return user_prompts, item_prompts, {"users": len(user_prompts), "items": len(item_prompts)}
+    groups = {"users": user_prompts, "items": item_prompts}
+    if options.user_granularity == "prefix":
+        groups["prefixes"] = builder.prefix_prompts()
+    return groups
 
 
 def build_semantic_files(
@@ -182,9 +196,10 @@ def build_semantic_files(
     ensure_dataset_files(config)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    user_prompts, item_prompts, counts = collect_prompts(config, options)
+    groups = collect_prompts(config, options)
+    counts = {group: len(prompts) for group, prompts in groups.items()}
     timings["prompts"] = time.perf_counter() - start
-    prompts = user_prompts + item_prompts
+    prompts = [prompt for group in groups.values() for prompt in group]
     report: dict[str, Any] = {}
     if options.llm == "openai":
         from recbole_sracl.semantic.llm import LLMClient, ResponseCache, cache_key, dry_run_summary
@@ -218,23 +233,27 @@ def build_semantic_files(
 
     encoder = SentenceEncoder(options.encoder, options.device, options.encoder_batch_size)
     start = time.perf_counter()
-    vectors = encoder.encode(texts, show_progress=show_progress)
+    per_user = len(groups["users"]) + len(groups["items"])
+    vectors = encoder.encode(texts[:per_user], show_progress=show_progress, long_text=options.long_text)
+    if "prefixes" in groups:  # many prefixes share a text (one-item prefixes of one item): encode each text once
+        unique_texts, text_index = np.unique(np.array(texts[per_user:], dtype=object), return_inverse=True)
+        prefix_vectors = encoder.encode(list(unique_texts), show_progress=show_progress, desc="encode prefixes",
+                                        long_text=options.long_text)
+        vectors = np.concatenate([vectors, prefix_vectors[text_index]])
     timings["encode"] = time.perf_counter() - start
-    user_vectors, item_vectors = vectors[: len(user_prompts)], vectors[len(user_prompts):]
     start = time.perf_counter()
-    user_neighbours = top_k_neighbours(user_vectors, options.k, options.index)
-    item_neighbours = top_k_neighbours(item_vectors, options.k, options.index)
-    timings["retrieval"] = time.perf_counter() - start
-
-    user_ids = [prompt.token for prompt in user_prompts]
-    item_ids = [prompt.token for prompt in item_prompts]
     name = config["dataset"]
-    outputs = {
-        "uemb": ("embedding", user_ids, user_vectors),
-        "iemb": ("embedding", item_ids, item_vectors),
-        "unbr": ("neighbours", user_ids, _tokens(user_neighbours, user_ids)),
-        "inbr": ("neighbours", item_ids, _tokens(item_neighbours, item_ids)),
-    }
+    outputs, stored_k, offset = {}, {}, 0
+    for group, group_prompts in groups.items():
+        embedding_suffix, neighbour_suffix = GROUP_FILES[group]
+        group_vectors = vectors[offset:offset + len(group_prompts)]
+        offset += len(group_prompts)
+        ids = [prompt.token for prompt in group_prompts]
+        neighbours = top_k_neighbours(group_vectors, options.k, options.index)
+        stored_k[group] = int(neighbours.shape[1])
+        outputs[embedding_suffix] = ("embedding", ids, group_vectors)
+        outputs[neighbour_suffix] = ("neighbours", ids, _tokens(neighbours, ids))
+    timings["retrieval"] = time.perf_counter() - start
     manifest_files = {}
     for suffix, (kind, ids, payload) in outputs.items():
         path = files.semantic_path(config, suffix)
@@ -254,7 +273,7 @@ def build_semantic_files(
                  "use only each user's training part (all but the last two interactions)",
         "options": options.describe(),
         "dimension": int(vectors.shape[1]),
-        "k": {"users": int(user_neighbours.shape[1]), "items": int(item_neighbours.shape[1])},
+        "k": stored_k,
         "counts": counts,
         "files": manifest_files,
         "llm_report": report,
@@ -264,6 +283,10 @@ def build_semantic_files(
     logger.info(f"semantic files for {name} written to {dataset_dir(config)} ({counts['users']} users, "
                 f"{counts['items']} items, dimension {manifest['dimension']})")
     return manifest
+
+
+# prompt group -> (embedding file suffix, neighbour file suffix)
+GROUP_FILES = {"users": ("uemb", "unbr"), "items": ("iemb", "inbr"), "prefixes": ("pemb", "pnbr")}
 
 
 def _tokens(neighbours: np.ndarray, ids: list[str]) -> list[list[str]]:

@@ -21,6 +21,7 @@ from recbole_sracl.errors import SRACLError
 BUILD_FLAGS = {  # CLI flag -> BuildOptions field
     "llm": str, "llm_model": str, "base_url": str, "api_key_env": str, "encoder": str, "device": str,
     "k": int, "index": str, "concurrency": int, "max_retries": int, "timeout": float, "max_tokens": int,
+    "long_text": str,
 }
 
 
@@ -66,8 +67,9 @@ def build_main(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     llm = result["llm_report"]
-    print(f"semantic files for {result['dataset']}: {result['counts']['users']} users, {result['counts']['items']} "
-          f"items, dimension {result['dimension']}, k={result['k']} -> {config['data_path']}")
+    counts = ", ".join(f"{count} {group}" for group, count in result["counts"].items())
+    print(f"semantic files for {result['dataset']}: {counts}, dimension {result['dimension']}, k={result['k']} "
+          f"-> {config['data_path']}")
     if llm:
         print(f"LLM: {llm['asked']} asked, {llm['cached']} from cache, {llm['answered']} answered, "
               f"{llm['empty']} empty, {llm['malformed']} malformed, {llm['fallbacks']} fell back to the prompt text")

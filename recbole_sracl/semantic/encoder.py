@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Sequence
 
 import numpy as np
@@ -61,11 +62,66 @@ class SentenceEncoder:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
-    def encode(self, texts: Sequence[str], show_progress: bool = True, desc: str = "encode") -> np.ndarray:
+    def encode(self, texts: Sequence[str], show_progress: bool = True, desc: str = "encode",
+               long_text: str = "truncate") -> np.ndarray:
+        """Normalised vectors of ``texts``.
+
+        long_text: what to do with texts longer than the model's window (``max_seq_length`` tokens, 256 for
+            MiniLM): ``truncate`` keeps the start (sentence-transformers' behaviour: a user prompt loses its most
+            recent items, an item prompt its interaction contexts); ``chunk_mean`` splits the text at ``;`` and
+            line boundaries into chunks that fit, encodes every chunk and averages them.
+        """
+        if long_text not in LONG_TEXT_CHOICES:
+            raise SRACLError(f"semantic_long_text must be one of {LONG_TEXT_CHOICES}, got {long_text!r}")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if long_text == "chunk_mean":
+            return self._encode_chunked(texts, show_progress)
         vectors = self.model.encode(
             list(texts), batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=show_progress,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_chunked(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
+        tokenizer = self.model.tokenizer
+        limit = int(self.model.max_seq_length) - 2  # [CLS] and [SEP]
+
+        def count(pieces: list[str]) -> list[int]:
+            return [len(ids) for ids in tokenizer(pieces, add_special_tokens=False)["input_ids"]]
+
+        chunks, owner = [], []
+        for index, text in enumerate(texts):
+            for chunk in chunk_text(text, count, limit):
+                chunks.append(chunk)
+                owner.append(index)
+        vectors = self.encode(chunks, show_progress=show_progress)
+        owner_index = np.asarray(owner)
+        sums = np.zeros((len(texts), vectors.shape[1]), dtype=np.float64)
+        np.add.at(sums, owner_index, vectors)
+        sums /= np.bincount(owner_index, minlength=len(texts))[:, None]
+        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(sums, dtype=np.float32)
+
+
+LONG_TEXT_CHOICES = ("truncate", "chunk_mean")
+
+
+def chunk_text(text: str, count_tokens, limit: int) -> list[str]:
+    """Greedily pack the ``;``- and line-separated pieces of ``text`` into chunks of at most ``limit`` tokens.
+
+    ``count_tokens(pieces) -> token counts``. A piece longer than ``limit`` on its own is a chunk by itself (the
+    encoder then truncates it). Pieces keep their order and separators.
+    """
+    pieces = [piece for piece in re.split(r"(?<=;) |\n", text) if piece.strip()]
+    if not pieces:
+        return [text]
+    chunks, current, used = [], [], 0
+    for piece, tokens in zip(pieces, count_tokens(pieces)):
+        if current and used + tokens > limit:
+            chunks.append(" ".join(current))
+            current, used = [], 0
+        current.append(piece)
+        used += tokens
+    chunks.append(" ".join(current))
+    return chunks

@@ -6,11 +6,14 @@ Files written into the dataset folder (RecBole atomic format, ids are the origin
     <ds>.iemb   iemb_id:token  iemb:float_seq   one semantic vector per item
     <ds>.unbr   unbr_id:token  unbr:token_seq   the user's k most similar users, best first
     <ds>.inbr   inbr_id:token  inbr:token_seq   the item's k most similar items, best first
+    <ds>.pemb   pemb_id:token  pemb:float_seq   with user_granularity: prefix, one vector per training prefix
+    <ds>.pnbr   pnbr_id:token  pnbr:token_seq   the prefix's k most similar training prefixes, best first
     <ds>.semantic.json                          manifest: what produced the files, hashes, counts
 
 Each file has its own id field name (RecBole's ``preload_weight`` breaks when two files share one) and the
 id and list fields are declared as aliases of the user/item id, so RecBole maps the tokens straight to its
-internal ids.
+internal ids. Prefix ids (``<user>:<prefix length>``) are neither users nor items, so the prefix files are read
+by SRACL itself (:func:`read_embedding_file`, :func:`read_neighbour_file`) rather than through RecBole.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ SUFFIXES = {
     "iemb": ("item", "embedding"),
     "unbr": ("user", "neighbours"),
     "inbr": ("item", "neighbours"),
+    "pemb": ("prefix", "embedding"),
+    "pnbr": ("prefix", "neighbours"),
 }
+RECBOLE_SUFFIXES = ("uemb", "iemb", "unbr", "inbr")  # loaded through RecBole's additional_feat_suffix
+SIDE_GROUP = {"user": "users", "item": "items", "prefix": "prefixes"}  # SUFFIXES side -> manifest "k" key
 # settings that change which interactions exist or how they are split
 FINGERPRINT_KEYS = (
     "USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "field_separator", "seq_separator", "rm_dup_inter",
@@ -78,6 +85,8 @@ def build_command(config: Any, extra: str = "") -> str:
     files = getattr(config, "config_file_list", None)
     if files:
         parts.append("--config_files=" + ",".join(files))
+    if config["user_granularity"] == "prefix":
+        parts.append("--user_granularity=prefix")
     return " ".join(parts) + (f" {extra}" if extra else "")
 
 
@@ -264,7 +273,7 @@ def register_semantic_files(config: Any, suffixes: Sequence[str]) -> dict[str, A
     """Check (or build, for auto-build datasets) the semantic files and tell RecBole to load them.
 
     Sets ``additional_feat_suffix``, ``load_col``, ``alias_of_user_id``/``alias_of_item_id`` and
-    ``preload_weight`` for the given suffixes.
+    ``preload_weight`` for the given user/item suffixes; prefix files (``pemb``, ``pnbr``) are only checked.
     """
     if not suffixes:
         return None
@@ -285,8 +294,7 @@ def register_semantic_files(config: Any, suffixes: Sequence[str]) -> dict[str, A
         print(message, flush=True)
         build_semantic_files(config, llm="none", encoder=OFFLINE_DEFAULT)
         manifest = check_semantic_files(config, suffixes)
-    stored_k = min(manifest["k"]["users"] if "uemb" in suffixes or "unbr" in suffixes else 10**9,
-                   manifest["k"]["items"] if "inbr" in suffixes else 10**9)
+    stored_k = min(manifest["k"][SIDE_GROUP[SUFFIXES[suffix][0]]] for suffix in suffixes)
     wanted_k = config["k"]
     if wanted_k is not None and wanted_k > stored_k:
         command = build_command(config, f"--k={wanted_k}")
@@ -294,6 +302,7 @@ def register_semantic_files(config: Any, suffixes: Sequence[str]) -> dict[str, A
             f"k={wanted_k} but the semantic files of '{config['dataset']}' store only {stored_k} neighbours "
             f"per row; lower --k or rebuild with: {command}"
         )
+    suffixes = [suffix for suffix in suffixes if suffix in RECBOLE_SUFFIXES]
     load_col = dict(config["load_col"] or {})
     for suffix in suffixes:
         load_col[suffix] = [f"{suffix}_id", suffix]

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from recbole_sracl.data.sequences import prefix_token
 from recbole_sracl.errors import ConfigError, DatasetError
 
 USER_SYSTEM = (
@@ -38,7 +39,7 @@ PLACEHOLDERS = {"user_message": {"items"}, "item_message": {"attributes", "conte
 
 @dataclass(frozen=True)
 class Prompt:
-    """One request: ``kind`` is ``user`` or ``item``; ``token`` is the original id in the atomic files."""
+    """One request: ``kind`` is ``user``, ``prefix`` or ``item``; ``token`` is the original id in the atomic files."""
 
     kind: str
     token: str
@@ -148,9 +149,22 @@ class PromptBuilder:
         return "; ".join(title for title in (self.title(item) for item in items) if title)
 
     def user_prompt(self, user: str) -> Prompt:
-        items = list(self.histories[user])[-self.max_user_items:]
+        return self._history_prompt("user", user, self.histories[user])
+
+    def prefix_prompts(self) -> list[Prompt]:
+        """One user prompt per training prefix (the official code's granularity): for a user whose training
+        part has ``m`` items, the prefixes of ``1 .. m-1`` items, i.e. the inputs of the user's training rows.
+        Tokens are ``<user>:<prefix length>`` (:func:`recbole_sracl.data.sequences.prefix_token`)."""
+        return [
+            self._history_prompt("prefix", prefix_token(user, length), history[:length])
+            for user, history in self.histories.items()
+            for length in range(1, len(history))
+        ]
+
+    def _history_prompt(self, kind: str, token: str, history: Sequence[str]) -> Prompt:
+        items = list(history)[-self.max_user_items:]
         message = self.templates["user_message"].format(items=self.sequence_text(items) or "(no item names)")
-        return Prompt("user", user, self.templates["user_system"], message)
+        return Prompt(kind, token, self.templates["user_system"], message)
 
     def contexts(self, item: str, users_with_item: Sequence[str]) -> list[str]:
         """Up to ``item_contexts`` windows of training sequences that contain ``item`` (seeded choice)."""
