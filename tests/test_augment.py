@@ -121,6 +121,30 @@ def test_substitute_draws_only_valid_neighbours_at_about_the_rate():
     assert abs(float((out == 5).float().mean()) - float((out == 6).float().mean())) < 0.02
 
 
+def test_random_pool_exact_for_two_real_items():
+    # ids 1 and 2 are the only real items: each one's only other item is the other
+    table, counts = augment.random_pool(3, 4, generator(0))
+    assert table.tolist() == [[0, 0, 0, 0], [2, 2, 2, 2], [1, 1, 1, 1]]
+    assert counts.tolist() == [0, 4, 4]
+
+
+def test_random_pool_is_seeded_uniform_over_the_other_items_and_never_self():
+    table, counts = augment.random_pool(51, 400, generator(3))
+    assert torch.equal(table, augment.random_pool(51, 400, generator(3))[0])
+    assert not torch.equal(table, augment.random_pool(51, 400, generator(4))[0])
+    items = torch.arange(51).unsqueeze(1)
+    assert (table[1:] != items[1:]).all() and (table[1:] >= 1).all() and (table[1:] <= 50).all()
+    assert (table[0] == 0).all() and counts[0] == 0 and (counts[1:] == 400).all()
+    frequency = torch.bincount(table[1:].flatten(), minlength=51)[1:].float() / (50 * 400)
+    assert float((frequency - 1 / 50).abs().max()) < 0.004  # every real item drawn about equally often
+
+
+def test_random_pool_without_two_real_items_is_empty():
+    for n_items in (1, 2):
+        table, counts = augment.random_pool(n_items, 3, generator(0))
+        assert table.shape == (n_items, 3) and not table.any() and not counts.any()
+
+
 def test_same_target_partner_has_the_same_target_and_is_another_row():
     targets = torch.tensor([7, 3, 7, 5, 3, 7])
     index = augment.same_target_index(targets)

@@ -55,6 +55,14 @@ def test_sracl_variants_train(extra, semantic_copy, tiny_yaml):
     check_result(result)
 
 
+def test_sracl_random_pool_control_trains_without_semantic_files(tiny_root, tiny_yaml):
+    # w/o L_CS with random substitution candidates reads no semantic file: the plain tiny dataset has none
+    assert not list(tiny_root.rglob("*.inbr"))
+    result = run("SRACL", "tiny", [str(tiny_yaml)],
+                 argv=tiny_overrides(tiny_root, "--alpha=0", "--substitution_pool=random"))
+    check_result(result)
+
+
 def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
     # the losses logged per epoch: backbone CE, alpha * L_CS, beta * L_IS
     from recbole_sracl.data.utils import create_dataset, data_preparation
@@ -85,6 +93,7 @@ def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
         ("--tau=0", "tau must be a number > 0"),
         ("--user_granularity=session", "user_granularity must be one of"),
         ("--prefix_same_user=1", "prefix_same_user must be True or False"),
+        ("--substitution_pool=popular", "substitution_pool must be one of"),
     ],
 )
 def test_invalid_sracl_values_fail_before_loading_data(override, message, tmp_path):

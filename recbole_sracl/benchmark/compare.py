@@ -94,7 +94,7 @@ def ensure_semantic_files(dataset: str, shared: Sequence[str], variants: Sequenc
             config = Config(model="SRACL", dataset=dataset, config_file_list=list(config_files),
                             argv=shared + list(variant.overrides))
             suffixes = tuple(SRACL.semantic_suffixes(config))
-            if suffixes not in checked:  # reading the files takes seconds: check each set once
+            if suffixes and suffixes not in checked:  # reading the files takes seconds: check each set once
                 check_semantic_files(config, suffixes)
                 checked.add(suffixes)
     except SemanticFilesError as error:

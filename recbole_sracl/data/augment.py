@@ -115,6 +115,23 @@ def substitute(
     return torch.where(replace, candidates, item_seq)
 
 
+def random_pool(n_items: int, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A control for :func:`substitute`: k candidates per item drawn uniformly (with replacement) from the other
+    items, in the same ``(neighbours, neighbour_count)`` layout as a semantic neighbour table.
+
+    ``n_items`` counts the padding id 0 (RecBole's ``dataset.item_num``); row 0 stays empty, no row holds itself.
+    """
+    table = torch.zeros((n_items, k), dtype=torch.long)
+    if n_items < 3:  # fewer than two real items: nobody has another item to take
+        return table, torch.zeros(n_items, dtype=torch.long)
+    items = torch.arange(1, n_items).unsqueeze(1)
+    draw = 1 + torch.floor(_uniform((n_items - 1, k), generator) * (n_items - 2)).long()  # 1 .. n_items - 2
+    table[1:] = draw + (draw >= items).long()  # skip the item itself
+    counts = torch.full((n_items,), k, dtype=torch.long)
+    counts[0] = 0
+    return table, counts
+
+
 def sample_same_target(
     rows: Tensor, group_of_row: Tensor, group_start: Tensor, group_size: Tensor, rank_in_group: Tensor,
     order: Tensor, generator: torch.Generator,

@@ -15,7 +15,8 @@ Training loss (paper eq. 15, section 5.3 for other backbones)::
   neighbours are other training prefixes (of any user, the same one included), encoded from their own items.
 - ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
   ``substitution_rate`` by one of its k semantic neighbours (a train-time batch augmenter); InfoNCE with the
-  other 2N-2 views as negatives.
+  other 2N-2 views as negatives. ``substitution_pool: random`` swaps the semantic neighbours for k random items
+  per item (a control that isolates what the semantics contribute).
 
 Inference uses the backbone only. Semantic files (``.uemb``, ``.unbr``, ``.inbr``) are produced offline by
 ``python -m recbole_sracl.semantic build`` and loaded through RecBole's ``additional_feat_suffix``.
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
+from recbole_sracl.data.augment import random_pool
 from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, TRAIN_ROW, SubstitutionAugmenter, TrainRowAugmenter, compose
 from recbole_sracl.data.sequences import (
     USER_GRANULARITIES,
@@ -52,6 +54,7 @@ SUPPORTED_BACKBONES = ("SASRec", "GRU4Rec", "DuoRec", "CL4SRec")
 SYNTHESIZERS = ("learnable", "uniform", "mean")
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 CS_NEGATIVES = ("batch", "symmetric")
+SUBSTITUTION_POOLS = ("semantic", "random")
 
 
 class SRACL(SequentialRecommender):
@@ -74,6 +77,8 @@ class SRACL(SequentialRecommender):
         rate = config["substitution_rate"]
         require(isinstance(rate, (int, float)) and 0 <= rate <= 1,
                 f"SRACL: substitution_rate must be between 0 and 1, got {rate!r}")
+        require(config["substitution_pool"] in SUBSTITUTION_POOLS,
+                f"SRACL: substitution_pool must be one of {SUBSTITUTION_POOLS}, got {config['substitution_pool']!r}")
         require(config["synthesizer"] in SYNTHESIZERS,
                 f"SRACL: synthesizer must be one of {SYNTHESIZERS}, got {config['synthesizer']!r}")
         dropout = config["synthesizer_dropout"]
@@ -100,7 +105,8 @@ class SRACL(SequentialRecommender):
     def semantic_suffixes(cls, config) -> list[str]:
         """The semantic files this configuration trains with (none for alpha = beta = 0)."""
         cross_sequence = ["pemb", "pnbr"] if config["user_granularity"] == "prefix" else ["uemb", "unbr"]
-        return (cross_sequence if config["alpha"] > 0 else []) + (["inbr"] if config["beta"] > 0 else [])
+        item_side = config["beta"] > 0 and config["substitution_pool"] == "semantic"
+        return (cross_sequence if config["alpha"] > 0 else []) + (["inbr"] if item_side else [])
 
     @classmethod
     def prepare_config(cls, config) -> None:
@@ -118,7 +124,10 @@ class SRACL(SequentialRecommender):
         substitution = row_index = None
         if config["beta"] > 0:
             n_items = train_dataset.num(config["ITEM_ID_FIELD"])
-            neighbours, counts = neighbour_table(train_dataset, "inbr", n_items, config["k"])
+            if config["substitution_pool"] == "random":  # control: same k and rate, no semantics
+                neighbours, counts = random_pool(n_items, config["k"], torch.Generator().manual_seed(int(config["seed"])))
+            else:
+                neighbours, counts = neighbour_table(train_dataset, "inbr", n_items, config["k"])
             substitution = SubstitutionAugmenter(config, neighbours, counts)
         if config["alpha"] > 0 and config["user_granularity"] == "prefix":
             row_index = TrainRowAugmenter(config)
