@@ -76,9 +76,11 @@ def machine_info() -> dict[str, Any]:
 def build_config(model, dataset, config_file_list=None, config_dict=None, argv=None):
     """Create the :class:`~recbole_sracl.config.Config` and validate model-specific values early."""
     from recbole_sracl.config import Config
+    from recbole_sracl.evaluation import check_group_config
 
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, argv=argv)
+    check_group_config(config)
     validate = getattr(config.model_class, "validate_config", None)
     if validate is not None:
         validate(config)
@@ -106,6 +108,7 @@ def run_single(
     from recbole.utils import get_flops, init_seed, set_color
 
     from recbole_sracl.data.utils import create_dataset, data_preparation
+    from recbole_sracl.evaluation import test_result_by_group
     from recbole_sracl.utils import atomic_write_json, get_trainer
 
     started = time.time()
@@ -144,6 +147,9 @@ def run_single(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    by_group = test_result_by_group(config, trainer, train_data._dataset, test_data)
+    if by_group:
+        logger.info(set_color("test result by group", "yellow") + f": {by_group}")
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
@@ -156,6 +162,7 @@ def run_single(
         "best_valid_score": float(best_valid_score),
         "best_valid_result": _floats(best_valid_result),
         "test_result": _floats(test_result),
+        "test_result_by_group": by_group,
         "best_epoch": getattr(trainer, "best_epoch", None),
         "epochs_run": getattr(trainer, "epochs_run", None),
         "epoch_seconds": seconds,

@@ -25,6 +25,8 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     table = (out / "results.md").read_text()
     assert "| SRACL | 2 |" in table and "vs SASRec" in table and "±" in table
     assert (out / "results.png").stat().st_size > 1000 and (out / "results.csv").is_file()
+    groups = (out / "results_by_group.md").read_text()
+    assert "by sequence length" in groups and "by target popularity" in groups and "| SRACL | 2 |" in groups
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert "0 run(s) to do" in again.stdout  # finished runs are skipped
     assert len(json.loads((out / "harness.json").read_text())["invocations"]) == 2
@@ -35,6 +37,25 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     assert (out / "results_vs_SASRec.md").read_text() == versus
     with pytest.raises(SystemExit, match="--reference=DuoRec: no finished runs"):
         summarise(out, "tiny", reference="DuoRec")
+
+
+def test_group_summary_averages_seeds_per_group(tmp_path):
+    from recbole_sracl.benchmark.compare import group_summary
+
+    (tmp_path / "runs").mkdir()
+    for seed, (short, long) in {1: (0.1, 0.3), 2: (0.2, 0.5)}.items():
+        groups = {"sequence_length": {">6": {"users": 6, "hit@20": long, "ndcg@20": long / 2},
+                                      "<7": {"users": 4, "hit@20": short, "ndcg@20": short / 2}}}
+        (tmp_path / "runs" / f"SRACL__seed{seed}.json").write_text(json.dumps(
+            {"seed": seed, "test_result": {"hit@20": 0.0}, "test_result_by_group": groups}))
+    (tmp_path / "runs" / "SASRec__seed1.json").write_text(json.dumps({"seed": 1, "test_result": {"hit@20": 0.0}}))
+    table = group_summary(tmp_path, ["SASRec", "SRACL"], "tiny")
+    assert "| variant | seeds | <7 (4 users) HR@20 | <7 (4 users) NDCG@20 | >6 (6 users) HR@20 |" in table
+    assert "| SRACL | 2 | 0.1500 | 0.0750 | 0.4000 | 0.2000 |" in table
+    assert "SASRec" not in table  # made before groups were recorded
+    (tmp_path / "older" / "runs").mkdir(parents=True)
+    (tmp_path / "older" / "runs" / "SASRec__seed1.json").write_text(json.dumps({"seed": 1, "test_result": {}}))
+    assert group_summary(tmp_path / "older", ["SASRec"], "tiny") == ""  # no table without group metrics
 
 
 def test_speed_benchmark_reports_ratios_to_sasrec(semantic_copy, tiny_yaml, tmp_path):

@@ -20,6 +20,12 @@ def check_result(result):
     assert checkpoint["config"]["model"] == result["model"]
     last = torch.load(result["last_checkpoint_file"], weights_only=True)
     assert last["epoch"] == 0 and "rng" in last
+    for groups in result["test_result_by_group"].values():  # user-weighted group means = RecBole's overall numbers
+        users = sum(group["users"] for group in groups.values())
+        for metric, overall in result["test_result"].items():
+            mean = sum(group["users"] * group[metric] for group in groups.values()) / users
+            assert abs(mean - overall) <= 5e-5, (metric, mean, overall)
+    assert set(result["test_result_by_group"]) == {"sequence_length", "target_popularity"}
 
 
 @pytest.mark.parametrize("model", ["SASRec", "GRU4Rec", "CL4SRec", "DuoRec"])
@@ -106,3 +112,10 @@ def test_invalid_baseline_values(tmp_path):
         run("DuoRec", "x", argv=[f"--data_path={tmp_path}", "--contrast=both"])
     with pytest.raises(ConfigError, match="mask_gamma must be between 0 and 1"):
         run("CL4SRec", "x", argv=[f"--data_path={tmp_path}", "--mask_gamma=2"])
+
+
+@pytest.mark.parametrize("override", ["--group_by_sequence_length=[11, 7]", "--group_by_target_popularity=5",
+                                      "--group_by_sequence_length=[7.5]"])
+def test_invalid_group_bounds_fail_before_training(override, tmp_path):
+    with pytest.raises(ConfigError, match="must be a strictly increasing list of integers"):
+        run("SASRec", "x", argv=[f"--data_path={tmp_path}", override])

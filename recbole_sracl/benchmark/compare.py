@@ -6,7 +6,7 @@ Each run is a separate ``python -m recbole_sracl.quick_start`` process (so one c
 touch the others) writing ``runs/<variant>__seed<seed>.json``; finished runs are skipped when the command
 is repeated, and a run that was cut off mid-training continues from its ``-last.pth`` checkpoint
 (``--resume``), so an interrupted harness loses at most one epoch per run. The summary (CSV, markdown table with mean +- std,
-improvement over the best baseline and a paired t-test across seeds, PNG chart) is rebuilt from all the
+improvement over the best baseline and a paired t-test across seeds, PNG chart, per-group tables) is rebuilt from all the
 run files at the end, or alone with ``--summarise_only``.
 """
 
@@ -167,13 +167,19 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
 # ---- summary ------------------------------------------------------------------------------------------------
 
 
-def load_runs(out: Path) -> list[dict[str, Any]]:
-    runs = []
+def _finished_run_files(out: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(variant, run JSON)`` of every finished run under ``out/runs``."""
+    found = []
     for path in sorted((out / "runs").glob("*.json")):
         data = json.loads(path.read_text())
-        if data.get("test_result") is None:
-            continue
-        variant = path.stem.rsplit("__seed", 1)[0]
+        if data.get("test_result") is not None:
+            found.append((path.stem.rsplit("__seed", 1)[0], data))
+    return found
+
+
+def load_runs(out: Path) -> list[dict[str, Any]]:
+    runs = []
+    for variant, data in _finished_run_files(out):
         memory = [entry.get("peak_mb", 0.0) for entry in data.get("epoch_memory", [])]
         runs.append({
             "variant": variant, "seed": data["seed"], **{m: data["test_result"][m] for m in METRICS},
@@ -250,7 +256,44 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
         return markdown
     (out / "results.md").write_text(markdown)
     _plot(out, order, by_variant, dataset, title)
+    groups = group_summary(out, order, title or dataset)
+    if groups:
+        (out / "results_by_group.md").write_text(groups)
     return markdown
+
+
+def group_summary(out: Path, order: Sequence[str], title: str, metrics: Sequence[str] = ("hit@20", "ndcg@20")) -> str:
+    """Markdown tables of the per-group test metrics (``test_result_by_group`` of the runs), mean over seeds.
+
+    Empty when no run has them (runs made before they were recorded).
+    """
+    import numpy as np
+
+    from recbole_sracl.evaluation import group_order
+
+    grouped: dict[str, dict[str, list[dict]]] = {}
+    for variant, data in _finished_run_files(out):
+        for grouping, groups in (data.get("test_result_by_group") or {}).items():
+            grouped.setdefault(grouping, {}).setdefault(variant, []).append(groups)
+    sections = []
+    for grouping, by_variant in grouped.items():
+        labels = sorted({label for runs in by_variant.values() for groups in runs for label in groups}, key=group_order)
+        users = {label: next(groups[label]["users"] for runs in by_variant.values() for groups in runs
+                             if label in groups) for label in labels}
+        lines = [f"### {title}: test metrics by {grouping.replace('_', ' ')}", "",
+                 "| variant | seeds | " + " | ".join(f"{label} ({users[label]} users) {m.upper().replace('HIT', 'HR')}"
+                                                   for label in labels for m in metrics) + " |",
+                 "|---|---|" + "---|" * (len(labels) * len(metrics))]
+        for variant in [name for name in order if name in by_variant]:
+            runs = by_variant[variant]
+            cells = [f"{np.mean([groups[label][m] for groups in runs if label in groups]):.4f}"
+                     for label in labels for m in metrics]
+            lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    if not sections:
+        return ""
+    return "\n\n".join(sections) + "\n\nMean over seeds; groups as in `group_by_sequence_length` / " \
+        "`group_by_target_popularity` (recbole_sracl/evaluation.py).\n"
 
 
 def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: str) -> None:

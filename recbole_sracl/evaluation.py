@@ -1,0 +1,148 @@
+"""Test metrics per user group (the paper's Figure 7) and per popularity group of the test item.
+
+RecBole reports one number per metric over all test users. ``test_result_by_group`` re-scores the test split with
+the loaded (best) model exactly as RecBole's full-ranking evaluation does (same scores, same history mask, same
+``torch.topk``), keeps the rank of each user's test item and splits Hit / NDCG / MRR by
+
+- ``sequence_length``: the user's number of interactions (training part + validation + test item), bounds from
+  ``group_by_sequence_length`` (default ``[7, 11]``: the paper's groups <7, 7-10, >10);
+- ``target_popularity``: how often the test item occurs in the training split, bounds from
+  ``group_by_target_popularity`` (default ``[6, 21]``: <=5, 6-20, >20).
+
+The user-weighted mean over the groups of one grouping equals RecBole's overall test result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+GROUP_METRICS = ("hit", "ndcg", "mrr")  # metrics that depend only on the rank of a single test item
+
+
+GROUPINGS = ("sequence_length", "target_popularity")  # config keys group_by_<name>
+
+
+def check_group_config(config: Any) -> None:
+    """Refuse ``group_by_*`` values that are not empty or strictly increasing integer lists, before any training."""
+    from recbole_sracl.errors import ConfigError
+
+    for name in GROUPINGS:
+        bounds = config[f"group_by_{name}"]
+        if bounds is None or (isinstance(bounds, (list, tuple)) and not bounds):
+            continue
+        if (not isinstance(bounds, (list, tuple)) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+                or any(low >= high for low, high in zip(bounds, bounds[1:]))):
+            raise ConfigError(f"group_by_{name} must be a strictly increasing list of integers such as [7, 11] "
+                              f"(or [] for no groups), not {bounds!r}")
+
+
+def group_labels(values: np.ndarray, bounds: Sequence[int]) -> np.ndarray:
+    """Label each value by the half-open interval of ``bounds`` it falls in: ``<b0``, ``b0-(b1-1)``, ..., ``>(bn-1)``.
+
+    >>> group_labels(np.array([3, 7, 10, 11]), [7, 11]).tolist()
+    ['<7', '7-10', '7-10', '>10']
+    """
+    bounds = [int(bound) for bound in bounds]
+    if not bounds or any(low >= high for low, high in zip(bounds, bounds[1:])):
+        raise ValueError(f"group bounds must be a non-empty, strictly increasing list of integers, not {bounds}")
+    names = [f"<{bounds[0]}"]
+    for low, high in zip(bounds, bounds[1:]):
+        names.append(str(low) if high == low + 1 else f"{low}-{high - 1}")
+    names.append(f">{bounds[-1] - 1}")
+    return np.array(names, dtype=object)[np.searchsorted(np.array(bounds), np.asarray(values), side="right")]
+
+
+def group_order(label: str) -> float:
+    """Sort key that puts :func:`group_labels` labels in interval order (JSON files store them sorted by name)."""
+    if label.startswith("<"):
+        return float("-inf")
+    if label.startswith(">"):
+        return float(label[1:]) + 1
+    return float(label.split("-")[0])
+
+
+def metrics_by_group(ranks: np.ndarray, labels: np.ndarray, metrics: Sequence[str], ks: Sequence[int]) -> dict:
+    """``{label: {"users": n, "<metric>@<k>": mean}}`` for single-item ranks (0 = first; >= max(ks) = not in top k).
+
+    Groups appear in the order in which their labels first occur.
+    """
+    ranks, labels = np.asarray(ranks), np.asarray(labels, dtype=object)
+    out: dict[str, dict[str, float]] = {}
+    for label in dict.fromkeys(labels.tolist()):
+        group = ranks[labels == label]
+        row: dict[str, float] = {"users": int(group.size)}
+        for metric in metrics:
+            for k in ks:
+                inside = group < k
+                if metric == "hit":
+                    values = inside.astype(float)
+                elif metric == "ndcg":
+                    values = np.where(inside, 1.0 / np.log2(group + 2.0), 0.0)
+                else:
+                    values = np.where(inside, 1.0 / (group + 1.0), 0.0)
+                row[f"{metric}@{k}"] = float(values.mean())
+        out[label] = row
+    return out
+
+
+def test_item_ranks(trainer: Any, test_data: Any, max_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(users, test items, ranks)`` of every test row, scored as RecBole's full-ranking evaluation scores them.
+
+    ``None`` when the split is not full-ranking with exactly one test item per user (e.g. ratio splits).
+    """
+    import torch
+    from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
+
+    if not isinstance(test_data, FullSortEvalDataLoader):
+        return None
+    uid_field = test_data._dataset.uid_field
+    trainer.model.eval()
+    trainer.tot_item_num = test_data._dataset.item_num
+    if getattr(trainer, "item_tensor", None) is None:
+        trainer.item_tensor = test_data._dataset.get_item_feature().to(trainer.device)
+    users, items, ranks = [], [], []
+    with torch.no_grad():
+        for batch in test_data:
+            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
+            if positive_u.numel() != scores.shape[0] or not torch.equal(
+                    positive_u.cpu(), torch.arange(scores.shape[0])):
+                return None  # not one test item per row
+            _, top = torch.topk(scores, max_k, dim=-1)
+            hit = top == positive_i.to(top.device).unsqueeze(1)
+            rank = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), max_k)
+            users.append(interaction[uid_field].cpu().numpy())
+            items.append(positive_i.cpu().numpy())
+            ranks.append(rank.cpu().numpy())
+    return np.concatenate(users), np.concatenate(items), np.concatenate(ranks)
+
+
+def test_result_by_group(config: Any, trainer: Any, train_dataset: Any, test_data: Any) -> dict | None:
+    """Test metrics per ``sequence_length`` and ``target_popularity`` group (see the module docstring).
+
+    ``None`` when both bound lists are empty, in multi-process runs, or when the split does not have exactly one
+    test item per user.
+    """
+    from recbole_sracl.data.sequences import training_histories
+
+    groupings = {name: config[f"group_by_{name}"] for name in GROUPINGS}
+    groupings = {name: bounds for name, bounds in groupings.items() if bounds}
+    metrics = [m.lower() for m in config["metrics"] if m.lower() in GROUP_METRICS]
+    ks = list(config["topk"])
+    if not groupings or not metrics or not config["single_spec"]:  # distributed ranks see only part of the split
+        return None
+    scored = test_item_ranks(trainer, test_data, max(ks))
+    if scored is None:
+        return None
+    users, items, ranks = scored
+    histories = training_histories(train_dataset)
+    history_length = np.array([len(histories.get(int(user), ())) for user in users])
+    popularity = np.bincount(np.concatenate(list(histories.values())), minlength=train_dataset.item_num)
+    values = {"sequence_length": history_length + 2, "target_popularity": popularity[items]}
+    result = {}
+    for name, bounds in groupings.items():
+        grouped = metrics_by_group(ranks, group_labels(values[name], bounds), metrics, ks)
+        result[name] = {label: grouped[label] for label in sorted(grouped, key=group_order)}
+    return result

@@ -1,0 +1,36 @@
+"""Exact values of the per-group test metrics (paper Figure 7's user groups, test-item popularity groups)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from recbole_sracl.evaluation import group_labels, group_order, metrics_by_group
+
+
+def test_group_labels_follow_half_open_bounds():
+    values = np.array([1, 6, 7, 10, 11, 40])
+    assert group_labels(values, [7, 11]).tolist() == ["<7", "<7", "7-10", "7-10", ">10", ">10"]
+    assert group_labels(np.array([5, 6, 7, 21]), [6, 7, 21]).tolist() == ["<6", "6", "7-20", ">20"]
+    assert sorted([">20", "7-20", "<6", "6"], key=group_order) == ["<6", "6", "7-20", ">20"]
+
+
+@pytest.mark.parametrize("bounds", [[], [7, 7], [11, 7]])
+def test_group_labels_refuse_bad_bounds(bounds):
+    with pytest.raises(ValueError, match="strictly increasing"):
+        group_labels(np.array([1]), bounds)
+
+
+def test_metrics_by_group_exact_values():
+    ranks = np.array([0, 3, 20, 12, 1])  # 0 = first place; 20 = not in the top 20
+    labels = np.array(["a", "b", "a", "b", "a"], dtype=object)
+    result = metrics_by_group(ranks, labels, ["hit", "ndcg", "mrr"], [10, 20])
+    assert list(result) == ["a", "b"]
+    a, b = result["a"], result["b"]
+    assert a["users"] == 3 and b["users"] == 2
+    assert a["hit@10"] == pytest.approx(2 / 3) and a["hit@20"] == pytest.approx(2 / 3)
+    assert b["hit@10"] == pytest.approx(1 / 2) and b["hit@20"] == pytest.approx(1.0)
+    assert a["ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 3)
+    assert b["ndcg@20"] == pytest.approx((1 / math.log2(5) + 1 / math.log2(14)) / 2)
+    assert b["ndcg@10"] == pytest.approx((1 / math.log2(5)) / 2)
+    assert a["mrr@10"] == pytest.approx((1.0 + 0.5) / 3) and b["mrr@20"] == pytest.approx((1 / 4 + 1 / 13) / 2)
