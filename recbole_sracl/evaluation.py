@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 
 GROUP_METRICS = ("hit", "ndcg", "mrr")  # metrics that depend only on the rank of a single test item
-
-
 GROUPINGS = ("sequence_length", "target_popularity")  # config keys group_by_<name>
 
 
