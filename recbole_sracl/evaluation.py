@@ -23,6 +23,13 @@ GROUP_METRICS = ("hit", "ndcg", "mrr")  # metrics that depend only on the rank o
 GROUPINGS = ("sequence_length", "target_popularity")  # config keys group_by_<name>
 
 
+def _increasing_integers(bounds: Any) -> bool:
+    """Whether ``bounds`` is a non-empty list of integers, each larger than the one before."""
+    return (isinstance(bounds, (list, tuple)) and len(bounds) > 0
+            and all(isinstance(bound, int) and not isinstance(bound, bool) for bound in bounds)
+            and all(low < high for low, high in zip(bounds, bounds[1:])))
+
+
 def check_group_config(config: Any) -> None:
     """Refuse ``group_by_*`` values that are not empty or strictly increasing integer lists, before any training."""
     from recbole_sracl.errors import ConfigError
@@ -31,8 +38,7 @@ def check_group_config(config: Any) -> None:
         bounds = config[f"group_by_{name}"]
         if bounds is None or (isinstance(bounds, (list, tuple)) and not bounds):
             continue
-        if (not isinstance(bounds, (list, tuple)) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
-                or any(low >= high for low, high in zip(bounds, bounds[1:]))):
+        if not _increasing_integers(bounds):
             raise ConfigError(f"group_by_{name} must be a strictly increasing list of integers such as [7, 11] "
                               f"(or [] for no groups), not {bounds!r}")
 
@@ -44,7 +50,7 @@ def group_labels(values: np.ndarray, bounds: Sequence[int]) -> np.ndarray:
     ['<7', '7-10', '7-10', '>10']
     """
     bounds = [int(bound) for bound in bounds]
-    if not bounds or any(low >= high for low, high in zip(bounds, bounds[1:])):
+    if not _increasing_integers(bounds):
         raise ValueError(f"group bounds must be a non-empty, strictly increasing list of integers, not {bounds}")
     names = [f"<{bounds[0]}"]
     for low, high in zip(bounds, bounds[1:]):
