@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -207,3 +208,45 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_random_pool", ("--substitution_pool=random",))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])
+
+
+def test_item_embedding_measures_exact_values():
+    import numpy as np
+
+    from recbole_sracl.benchmark.embeddings import embedding_report
+
+    table = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, -1.0]])
+    groups = np.array(["rare", "rare", "popular", "popular"], dtype=object)
+    neighbours = np.array([[1, -1], [0, -1], [3, 0], [-1, -1]])  # item 3 has none: left out of its group
+    random = np.array([[2, 3], [2, -1], [0, 1], [0, -1]])
+    report = embedding_report(table, groups, neighbours, random)
+    # rare: items 0 and 1 point the same way (cosine 1), random partners are orthogonal; norm ratios 2/1 and 1/2
+    assert report["rare"] == {"items": 2, "norm": 1.5, "neighbour_cosine": 1.0, "random_cosine": 0.0,
+                              "neighbour_norm_ratio": 1.25}
+    # popular: item 2 against items 3 (cosine -1) and 0 (cosine 0), both of norm 1 against its 3
+    assert report["popular"] == {"items": 1, "norm": 3.0, "neighbour_cosine": -0.5, "random_cosine": 0.0,
+                                 "neighbour_norm_ratio": 1 / 3}
+
+
+def test_item_embedding_report_on_trained_checkpoints(semantic_copy, tiny_yaml):
+    import torch
+    from conftest import tiny_overrides
+
+    from recbole_sracl.benchmark.embeddings import compare_checkpoints, item_embedding_table, render
+    from recbole_sracl.evaluation import group_order
+    from recbole_sracl.quick_start import run
+
+    files = {model: Path(run(model, "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy))["best_model_file"])
+             for model in ("SASRec", "SRACL")}
+    report = compare_checkpoints(files, "tiny", semantic_copy, k=3, bounds=[20, 30], config_files=[str(tiny_yaml)])
+    assert list(report["checkpoints"]) == ["SASRec", "SRACL"] and report["items"] == 40
+    for entry in report["checkpoints"].values():
+        assert sum(group["items"] for group in entry["groups"].values()) == 40
+        assert list(entry["groups"]) == sorted(entry["groups"], key=group_order)
+        assert all(-1 <= group["neighbour_cosine"] <= 1 and group["norm"] > 0 for group in entry["groups"].values())
+    sasrec = item_embedding_table(torch.load(files["SASRec"], weights_only=True)["state_dict"])
+    assert sasrec.shape == (41, 64)  # padding row + 40 items
+    assert "| SRACL |" in render(report)
+    with pytest.raises(SystemExit, match="item_embedding.weight"):
+        item_embedding_table({"encoder.weight": torch.zeros(2, 2)})
+

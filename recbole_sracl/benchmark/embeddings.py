@@ -1,0 +1,212 @@
+"""What training did to the item embeddings, per popularity group: a diagnostic for trained checkpoints.
+
+    python benchmarks/embeddings.py --dataset=Amazon_Office --data_path=/tmp/data --k=10 \\
+        --checkpoint SASRec=saved/SASRec-seed2024.pth --checkpoint SRACL=saved/SRACL-seed2024.pth
+
+For every checkpoint (RecBole or recbole_sracl, any model whose item embedding table is
+``...item_embedding.weight``; SASRec, GRU4Rec, DuoRec, CL4SRec and SRACL tie it to the output layer, so it is
+also what the scores are made of) and every group of items by training popularity (default bounds ``[6, 21]``,
+the groups of ``group_by_target_popularity``), it reports
+
+- ``norm``: mean L2 norm of the item vectors (with dot-product scores, a longer vector is scored higher);
+- ``neighbour_cosine``: mean cosine between an item and its first ``k`` semantic neighbours (``.inbr``), the
+  items SRA-CL's L_IS substitutes for it;
+- ``random_cosine``: the same for ``k`` random items per item (seeded, the same for every checkpoint): the
+  baseline, as trained embedding tables are not isotropic;
+- ``neighbour_norm_ratio``: mean ``||e_v'|| / ||e_v||`` over the neighbours v' of v (> 1: the neighbours are
+  scored higher than v along the same direction).
+
+Items are matched across checkpoints by their token, so models trained with and without semantic files (which may
+number items differently) are comparable. Popularity counts the training split only (leave-one-out by time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# config keys that decide which semantic files a model registers, hence how RecBole numbers the items
+ID_MAPPING_KEYS = ("backbone", "alpha", "beta", "k", "substitution_pool", "user_granularity")
+
+
+def item_embedding_table(state_dict: dict[str, Any]) -> np.ndarray:
+    """The ``[n_items, d]`` item embedding matrix of a model's state dict (row 0 = padding).
+
+    Raises:
+        SystemExit: no or several ``item_embedding.weight`` entries.
+    """
+    keys = [key for key in state_dict if key.endswith("item_embedding.weight")]
+    if len(keys) != 1:
+        raise SystemExit(f"expected one '...item_embedding.weight' in the checkpoint, found {keys or 'none'}")
+    return state_dict[keys[0]].detach().cpu().numpy().astype(np.float64)
+
+
+def _row_means(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mean of each row over its ``valid`` entries; NaN for a row without any."""
+    counts = valid.sum(axis=1)
+    sums = np.where(valid, values, 0.0).sum(axis=1)
+    return np.divide(sums, counts, out=np.full(len(values), np.nan), where=counts > 0)
+
+
+def mean_cosine(table: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Per row i: mean cosine between ``table[i]`` and ``table[others[i, j]]`` over ``others >= 0`` (NaN if none)."""
+    unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    valid = others >= 0
+    return _row_means(np.einsum("id,ijd->ij", unit, unit[np.where(valid, others, 0)]), valid)
+
+
+def embedding_report(table: np.ndarray, groups: np.ndarray, neighbours: np.ndarray, random: np.ndarray
+                     ) -> dict[str, dict[str, float]]:
+    """Per group label: item count and the four measures of the module docstring.
+
+    Args:
+        table: ``[n, d]`` item vectors, rows aligned with ``groups``, ``neighbours`` and ``random``.
+        groups: ``[n]`` group label per row.
+        neighbours, random: ``[n, k]`` row indices of each row's semantic / random neighbours, -1 = none.
+            Rows without semantic neighbours are left out of every measure.
+    """
+    norms = np.linalg.norm(table, axis=1)
+    has_neighbours = neighbours >= 0
+    semantic_cosine = mean_cosine(table, neighbours)
+    random_cosine = mean_cosine(table, random)
+    ratio = _row_means(norms[np.where(has_neighbours, neighbours, 0)], has_neighbours) / np.maximum(norms, 1e-12)
+    report = {}
+    for label in dict.fromkeys(groups.tolist()):
+        chosen = (groups == label) & has_neighbours.any(axis=1)
+        report[label] = {
+            "items": int(chosen.sum()),
+            "norm": float(norms[chosen].mean()),
+            "neighbour_cosine": float(semantic_cosine[chosen].mean()),
+            "random_cosine": float(random_cosine[chosen].mean()),
+            "neighbour_norm_ratio": float(ratio[chosen].mean()),
+        }
+    return report
+
+
+def _item_tokens(checkpoint_config: dict[str, Any], dataset: str, data_path: str,
+                 config_files: Sequence[str] | None) -> list[str]:
+    """Item token of every internal item id, as RecBole numbered them for the run that wrote the checkpoint."""
+    from recbole_sracl.data.utils import create_dataset
+    from recbole_sracl.quick_start import build_config
+
+    overrides = {key: checkpoint_config[key] for key in ID_MAPPING_KEYS if key in checkpoint_config}
+    config = build_config(checkpoint_config["model"], dataset, list(config_files or []), argv=[],
+                          config_dict={"data_path": data_path, "semantic_auto_build": [], **overrides})
+    prepare = getattr(config.model_class, "prepare_config", None)
+    if prepare is not None:
+        prepare(config)
+    loaded = create_dataset(config)
+    return list(loaded.field2id_token[loaded.iid_field])
+
+
+def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: Path, k: int,
+                        bounds: Sequence[int], seed: int = 0, config_files: Sequence[str] | None = None
+                        ) -> dict[str, Any]:
+    """The report for several named checkpoints trained on ``dataset`` (see the module docstring)."""
+    from recbole_sracl.benchmark.neighbours import _random_lists, training_histories
+    from recbole_sracl.evaluation import group_labels, group_order
+    from recbole_sracl.semantic.files import read_neighbour_file
+    from recbole_sracl.trainer import load_checkpoint
+
+    loaded = {name: load_checkpoint(path) for name, path in checkpoints.items()}
+    for name, checkpoint in loaded.items():
+        if "model" not in checkpoint.get("config", {}):
+            raise SystemExit(f"{checkpoints[name]}: not a recbole_sracl checkpoint (no config.model)")
+    fields = next(iter(loaded.values()))["config"]
+    folder = data_path / dataset
+    histories, _ = training_histories(folder / f"{dataset}.inter", fields["USER_ID_FIELD"], fields["ITEM_ID_FIELD"],
+                                      fields["TIME_FIELD"])
+    popularity: dict[str, int] = {}
+    for items in histories.values():
+        for item in items:
+            popularity[item] = popularity.get(item, 0) + 1
+    tokens = sorted(popularity)  # every item of the training split, one row each
+    row_of = {token: row for row, token in enumerate(tokens)}
+    names, lists = read_neighbour_file(folder / f"{dataset}.inbr", "inbr")
+
+    def index_table(rows_by_token: dict[str, list[str]]) -> np.ndarray:
+        table = np.full((len(tokens), k), -1, dtype=np.int64)
+        for token, row in rows_by_token.items():
+            chosen = [row_of[other] for other in row if other in row_of][:k]
+            if token in row_of and chosen:
+                table[row_of[token], : len(chosen)] = chosen
+        return table
+
+    neighbours = index_table(dict(zip(names, lists)))
+    random = index_table(dict(zip(tokens, _random_lists(tokens, tokens, k, np.random.default_rng(seed)))))
+    groups = group_labels(np.array([popularity[token] for token in tokens]), bounds)
+    report: dict[str, Any] = {"dataset": dataset, "k": k, "popularity_bounds": list(bounds), "seed": seed,
+                              "items": len(tokens), "checkpoints": {}}
+    token_cache: dict[tuple, list[str]] = {}
+    for name, checkpoint in loaded.items():
+        config = checkpoint["config"]
+        mapping_key = (config["model"], *(repr(config.get(key)) for key in ID_MAPPING_KEYS))
+        if mapping_key not in token_cache:
+            token_cache[mapping_key] = _item_tokens(config, dataset, str(data_path), config_files)
+        internal = {token: index for index, token in enumerate(token_cache[mapping_key])}
+        missing = [token for token in tokens if token not in internal]
+        if missing:
+            raise SystemExit(f"{checkpoints[name]}: items {missing[:3]} of the training split are not in the "
+                             f"checkpoint's dataset")
+        table = item_embedding_table(checkpoint["state_dict"])
+        by_group = embedding_report(table[[internal[token] for token in tokens]], groups, neighbours, random)
+        report["checkpoints"][name] = {
+            "file": str(checkpoints[name]), "model": config["model"], "best_epoch": checkpoint.get("best_epoch"),
+            "groups": {label: by_group[label] for label in sorted(by_group, key=group_order)},
+        }
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """Markdown table: one row per checkpoint and popularity group."""
+    lines = [f"Item embeddings by training popularity: {report['dataset']}, first k={report['k']} semantic "
+             f"neighbours, {report['items']} items", "",
+             "| checkpoint | items seen in training | items | norm | cosine to semantic neighbours | "
+             "cosine to random items | neighbour / item norm |", "|---|---|---|---|---|---|---|"]
+    for name, entry in report["checkpoints"].items():
+        for label, row in entry["groups"].items():
+            lines.append(f"| {name} | {label} | {row['items']} | {row['norm']:.3f} | {row['neighbour_cosine']:.3f} | "
+                         f"{row['random_cosine']:.3f} | {row['neighbour_norm_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_path", default="dataset", help="folder holding <dataset>/ (default: dataset)")
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH",
+                        help="a trained checkpoint (best-model .pth), repeatable")
+    parser.add_argument("--k", type=int, default=10, help="semantic neighbours per item to compare with (SRACL's k)")
+    parser.add_argument("--bounds", type=int, nargs="+", default=[6, 21], help="popularity group bounds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random-item baseline")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files the runs were trained with")
+    parser.add_argument("--out", default=None, help="also write the report as JSON here")
+    args = parser.parse_args(argv)
+    from recbole_sracl.quick_start import machine_info
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise SystemExit(f"--checkpoint expects NAME=PATH to an existing file, got {item!r}")
+        checkpoints[name] = Path(path)
+    report = compare_checkpoints(checkpoints, args.dataset, Path(args.data_path), args.k, args.bounds, args.seed,
+                                 (args.config_files or "").split())
+    report["command"] = " ".join(["python benchmarks/embeddings.py", *(argv if argv is not None else sys.argv[1:])])
+    report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["machine"] = machine_info()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
