@@ -308,9 +308,9 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
 
             stop, valid_score = False, None
             if self.eval_step <= 0 or not valid_data:
+                self.best_epoch = epoch_idx
                 if saved:
                     self._save_checkpoint(epoch_idx, verbose=verbose)
-                self.best_epoch = epoch_idx
             elif (epoch_idx + 1) % self.eval_step == 0:
                 valid_start = time.perf_counter()
                 valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
@@ -325,11 +325,11 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
                     )
                     self.logger.info(set_color("valid result", "blue") + ": \n" + dict2str(valid_result))
                 self.tensorboard.add_scalar("Vaild_score", valid_score, epoch_idx)
-                if improved:
-                    if saved:
-                        self._save_checkpoint(epoch_idx, verbose=verbose)
+                if improved:  # update first: the best-model checkpoint records its own epoch and result
                     self.best_valid_result = valid_result
                     self.best_epoch = epoch_idx
+                    if saved:
+                        self._save_checkpoint(epoch_idx, verbose=verbose)
             self.epochs_run = epoch_idx + 1
             self.finished = stop
             if saved:

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -228,25 +227,29 @@ def test_item_embedding_measures_exact_values():
                                  "neighbour_norm_ratio": 1 / 3}
 
 
-def test_item_embedding_report_on_trained_checkpoints(semantic_copy, tiny_yaml):
+def test_item_embedding_report_on_trained_checkpoints(semantic_copy, tiny_yaml, tmp_path, capsys):
     import torch
     from conftest import tiny_overrides
 
-    from recbole_sracl.benchmark.embeddings import compare_checkpoints, item_embedding_table, render
+    from recbole_sracl.benchmark.embeddings import item_embedding_table, main
     from recbole_sracl.evaluation import group_order
     from recbole_sracl.quick_start import run
 
-    files = {model: Path(run(model, "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy))["best_model_file"])
+    files = {model: run(model, "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy))["best_model_file"]
              for model in ("SASRec", "SRACL")}
-    report = compare_checkpoints(files, "tiny", semantic_copy, k=3, bounds=[20, 30], config_files=[str(tiny_yaml)])
-    assert list(report["checkpoints"]) == ["SASRec", "SRACL"] and report["items"] == 40
+    out = tmp_path / "report" / "embeddings.json"
+    assert main(["--dataset=tiny", f"--data_path={semantic_copy}", f"--config_files={tiny_yaml}", "--k=3",
+                 "--bounds", "20", "30", f"--out={out}", *[f"--checkpoint={name}={path}" for name, path in files.items()]]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["checkpoints"]) == ["SASRec", "SRACL"] and report["items"] == 40 and report["machine"]
     for entry in report["checkpoints"].values():
         assert sum(group["items"] for group in entry["groups"].values()) == 40
         assert list(entry["groups"]) == sorted(entry["groups"], key=group_order)
         assert all(-1 <= group["neighbour_cosine"] <= 1 and group["norm"] > 0 for group in entry["groups"].values())
+    assert "| SRACL |" in capsys.readouterr().out and "| SRACL |" in out.with_suffix(".md").read_text()
     sasrec = item_embedding_table(torch.load(files["SASRec"], weights_only=True)["state_dict"])
     assert sasrec.shape == (41, 64)  # padding row + 40 items
-    assert "| SRACL |" in render(report)
     with pytest.raises(SystemExit, match="item_embedding.weight"):
         item_embedding_table({"encoder.weight": torch.zeros(2, 2)})
-
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        main(["--dataset=tiny", "--checkpoint=missing.pth"])

@@ -18,6 +18,8 @@ def check_result(result):
     assert result["epochs_run"] == 1 and len(result["epoch_seconds"]) == 1
     checkpoint = torch.load(result["best_model_file"], weights_only=True)  # no pickled Config inside
     assert checkpoint["config"]["model"] == result["model"]
+    assert checkpoint["best_epoch"] == checkpoint["epoch"] == result["best_epoch"]  # not the previous best
+    assert checkpoint["best_valid_result"] == pytest.approx(result["best_valid_result"])
     last = torch.load(result["last_checkpoint_file"], weights_only=True)
     assert last["epoch"] == 0 and "rng" in last
     for groups in result["test_result_by_group"].values():  # user-weighted group means = RecBole's overall numbers

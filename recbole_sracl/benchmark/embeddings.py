@@ -157,7 +157,7 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
         table = item_embedding_table(checkpoint["state_dict"])
         by_group = embedding_report(table[[internal[token] for token in tokens]], groups, neighbours, random)
         report["checkpoints"][name] = {
-            "file": str(checkpoints[name]), "model": config["model"], "best_epoch": checkpoint.get("best_epoch"),
+            "file": str(checkpoints[name]), "model": config["model"], "epoch": checkpoint.get("epoch"),
             "groups": {label: by_group[label] for label in sorted(by_group, key=group_order)},
         }
     return report
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bounds", type=int, nargs="+", default=[6, 21], help="popularity group bounds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-item baseline")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files the runs were trained with")
-    parser.add_argument("--out", default=None, help="also write the report as JSON here")
+    parser.add_argument("--out", default=None, help="also write the report as JSON here (and the table next to it, .md)")
     args = parser.parse_args(argv)
     from recbole_sracl.quick_start import machine_info
 
@@ -201,10 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["command"] = " ".join(["python benchmarks/embeddings.py", *(argv if argv is not None else sys.argv[1:])])
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["machine"] = machine_info()
+    table = render(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    print(render(report))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        out.with_suffix(".md").write_text(f"{table}\n\nCommand: `{report['command']}` ({report['finished_at']}).\n")
+    print(table)
     return 0
 
 
