@@ -246,6 +246,11 @@ def test_item_embedding_report_on_trained_checkpoints(semantic_copy, tiny_yaml, 
         assert sum(group["items"] for group in entry["groups"].values()) == 40
         assert list(entry["groups"]) == sorted(entry["groups"], key=group_order)
         assert all(-1 <= group["neighbour_cosine"] <= 1 and group["norm"] > 0 for group in entry["groups"].values())
+        targets = entry["test_targets"]
+        assert 0 < sum(group["test_users"] for group in targets.values()) <= 60  # one test item per user
+        for group in targets.values():
+            assert 0 <= group["neighbours_above_target"] <= group["any_neighbour_above"] <= 1
+            assert list(group["items_above_target_by_group"]) == report["item_groups"]
     assert "| SRACL |" in capsys.readouterr().out and "| SRACL |" in out.with_suffix(".md").read_text()
     sasrec = item_embedding_table(torch.load(files["SASRec"], weights_only=True)["state_dict"])
     assert sasrec.shape == (41, 64)  # padding row + 40 items

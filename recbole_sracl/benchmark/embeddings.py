@@ -3,7 +3,7 @@
     python benchmarks/embeddings.py --dataset=Amazon_Office --data_path=/tmp/data --k=10 \\
         --checkpoint SASRec=saved/SASRec-seed2024.pth --checkpoint SRACL=saved/SRACL-seed2024.pth
 
-For every checkpoint (RecBole or recbole_sracl, any model whose item embedding table is
+For every checkpoint written by recbole_sracl's trainer (any model whose item embedding table is
 ``...item_embedding.weight``; SASRec, GRU4Rec, DuoRec, CL4SRec and SRACL tie it to the output layer, so it is
 also what the scores are made of) and every group of items by training popularity (default bounds ``[6, 21]``,
 the groups of ``group_by_target_popularity``), it reports
@@ -14,7 +14,11 @@ the groups of ``group_by_target_popularity``), it reports
 - ``random_cosine``: the same for ``k`` random items per item (seeded, the same for every checkpoint): the
   baseline, as trained embedding tables are not isotropic;
 - ``neighbour_norm_ratio``: mean ``||e_v'|| / ||e_v||`` over the neighbours v' of v (> 1: the neighbours are
-  scored higher than v along the same direction).
+  scored higher than v along the same direction);
+
+and, on the test split scored as RecBole's full ranking scores it (``test_targets``, grouped by the test item's
+training popularity): the share of the test item's semantic neighbours scored above it, the share of users with
+at least one neighbour above it, and the share of each popularity group's items scored above it.
 
 Items are matched across checkpoints by their token, so models trained with and without semantic files (which may
 number items differently) are comparable. Popularity counts the training split only (leave-one-out by time).
@@ -89,20 +93,65 @@ def embedding_report(table: np.ndarray, groups: np.ndarray, neighbours: np.ndarr
     return report
 
 
-def _item_tokens(checkpoint_config: dict[str, Any], dataset: str, data_path: str,
-                 config_files: Sequence[str] | None) -> list[str]:
-    """Item token of every internal item id, as RecBole numbered them for the run that wrote the checkpoint."""
+def _load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, config_files: Sequence[str] | None):
+    """``(config, RecBole dataset)`` as the run that wrote the checkpoint built them (same item numbering)."""
     from recbole_sracl.data.utils import create_dataset
     from recbole_sracl.quick_start import build_config
 
     overrides = {key: checkpoint_config[key] for key in ID_MAPPING_KEYS if key in checkpoint_config}
     config = build_config(checkpoint_config["model"], dataset, list(config_files or []), argv=[],
-                          config_dict={"data_path": data_path, "semantic_auto_build": [], **overrides})
+                          config_dict={"data_path": data_path, "semantic_auto_build": [], "use_gpu": False,
+                                       **overrides})
     prepare = getattr(config.model_class, "prepare_config", None)
     if prepare is not None:
         prepare(config)
-    loaded = create_dataset(config)
-    return list(loaded.field2id_token[loaded.iid_field])
+    return config, create_dataset(config)
+
+
+def outranking_neighbours(checkpoint: dict[str, Any], config: Any, loaded_dataset: Any, neighbours: np.ndarray,
+                          item_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What is scored above each test item, for every test user whose test item has semantic neighbours.
+
+    Scores as RecBole's full-ranking test does: ``full_sort_predict`` with padding and the user's history set
+    to -inf (an item in the history is never above).
+
+    Args:
+        neighbours: ``[n_items, k]`` semantic neighbours per internal item id, -1 = none.
+        item_groups: ``[n_items]`` integer group per internal item id (-1 = in no group).
+
+    Returns:
+        test items ``[m]``, share of each one's neighbours scored above it ``[m]``, and ``[m, n_groups]`` share
+        of each group's items scored above it.
+    """
+    import torch
+
+    from recbole_sracl.data.utils import data_preparation
+
+    train_data, _, test_data = data_preparation(config, loaded_dataset,
+                                                getattr(config.model_class, "build_train_augmenter", None))
+    model = config.model_class(config, train_data._dataset)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    table = torch.as_tensor(neighbours)
+    groups = torch.as_tensor(item_groups)
+    membership = torch.stack([groups == group for group in range(int(groups.max()) + 1)]).float()  # [G, n_items]
+    targets, shares, by_group = [], [], []
+    with torch.no_grad():
+        for interaction, history_index, positive_u, positive_i in test_data:
+            scores = model.full_sort_predict(interaction).view(len(interaction), -1)
+            scores[:, 0] = -np.inf
+            if history_index is not None:
+                scores[history_index] = -np.inf
+            candidates = table[positive_i]
+            valid = candidates >= 0
+            above = (scores[positive_u.unsqueeze(1), candidates.clamp(min=0)] > scores[positive_u, positive_i].unsqueeze(1))
+            keep = valid.any(dim=1)
+            targets.append(positive_i[keep].numpy())
+            shares.append(((above & valid).sum(dim=1)[keep] / valid.sum(dim=1)[keep]).numpy())
+            higher = (scores > scores[positive_u, positive_i].unsqueeze(1)).float()  # [B, n_items]
+            by_group.append((higher[keep] @ membership.T / membership.sum(dim=1)).numpy())
+    return np.concatenate(targets), np.concatenate(shares), np.concatenate(by_group)
 
 
 def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: Path, k: int,
@@ -141,24 +190,44 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
     neighbours = index_table(dict(zip(names, lists)))
     random = index_table(dict(zip(tokens, _random_lists(tokens, tokens, k, np.random.default_rng(seed)))))
     groups = group_labels(np.array([popularity[token] for token in tokens]), bounds)
+    group_names = sorted(dict.fromkeys(groups.tolist()), key=group_order)
     report: dict[str, Any] = {"dataset": dataset, "k": k, "popularity_bounds": list(bounds), "seed": seed,
-                              "items": len(tokens), "checkpoints": {}}
-    token_cache: dict[tuple, list[str]] = {}
+                              "items": len(tokens), "item_groups": group_names, "checkpoints": {}}
+    runs: dict[tuple, tuple[Any, Any]] = {}
     for name, checkpoint in loaded.items():
-        config = checkpoint["config"]
-        mapping_key = (config["model"], *(repr(config.get(key)) for key in ID_MAPPING_KEYS))
-        if mapping_key not in token_cache:
-            token_cache[mapping_key] = _item_tokens(config, dataset, str(data_path), config_files)
-        internal = {token: index for index, token in enumerate(token_cache[mapping_key])}
+        saved = checkpoint["config"]
+        mapping_key = (saved["model"], *(repr(saved.get(key)) for key in ID_MAPPING_KEYS))
+        if mapping_key not in runs:
+            runs[mapping_key] = _load_run(saved, dataset, str(data_path), config_files)
+        config, loaded_dataset = runs[mapping_key]
+        item_tokens = loaded_dataset.field2id_token[loaded_dataset.iid_field]
+        internal = {token: index for index, token in enumerate(item_tokens)}
         missing = [token for token in tokens if token not in internal]
         if missing:
             raise SystemExit(f"{checkpoints[name]}: items {missing[:3]} of the training split are not in the "
                              f"checkpoint's dataset")
+        rows = np.array([internal[token] for token in tokens])
         table = item_embedding_table(checkpoint["state_dict"])
-        by_group = embedding_report(table[[internal[token] for token in tokens]], groups, neighbours, random)
+        by_group = embedding_report(table[rows], groups, neighbours, random)
+        internal_neighbours = np.full((len(item_tokens), k), -1, dtype=np.int64)
+        internal_neighbours[rows] = np.where(neighbours >= 0, rows[np.where(neighbours >= 0, neighbours, 0)], -1)
+        item_groups = np.full(len(item_tokens), -1, dtype=np.int64)
+        item_groups[rows] = [group_names.index(label) for label in groups]
+        targets, shares, above = outranking_neighbours(checkpoint, config, loaded_dataset, internal_neighbours,
+                                                       item_groups)
+        target_groups = group_labels(np.array([popularity.get(item_tokens[item], 0) for item in targets]), bounds)
+        outranked = {}
+        for label in dict.fromkeys(target_groups.tolist()):
+            chosen = target_groups == label
+            outranked[label] = {"test_users": int(chosen.sum()),
+                                "neighbours_above_target": float(shares[chosen].mean()),
+                                "any_neighbour_above": float((shares[chosen] > 0).mean()),
+                                "items_above_target_by_group": {name: float(above[chosen, index].mean())
+                                                                for index, name in enumerate(group_names)}}
         report["checkpoints"][name] = {
-            "file": str(checkpoints[name]), "model": config["model"], "epoch": checkpoint.get("epoch"),
+            "file": str(checkpoints[name]), "model": saved["model"], "epoch": checkpoint.get("epoch"),
             "groups": {label: by_group[label] for label in sorted(by_group, key=group_order)},
+            "test_targets": {label: outranked[label] for label in sorted(outranked, key=group_order)},
         }
     return report
 
@@ -173,6 +242,16 @@ def render(report: dict[str, Any]) -> str:
         for label, row in entry["groups"].items():
             lines.append(f"| {name} | {label} | {row['items']} | {row['norm']:.3f} | {row['neighbour_cosine']:.3f} | "
                          f"{row['random_cosine']:.3f} | {row['neighbour_norm_ratio']:.3f} |")
+    lines += ["", "Test users whose test item's semantic neighbours are scored above it (full ranking, history "
+              "masked), by the test item's training popularity", "",
+              "| checkpoint | test item seen in training | test users | share of its neighbours above it | "
+              f"users with any neighbour above | share of the items seen {' / '.join(report['item_groups'])} times above it |",
+              "|---|---|---|---|---|---|"]
+    for name, entry in report["checkpoints"].items():
+        for label, row in entry["test_targets"].items():
+            shares = " / ".join(f"{share:.3f}" for share in row["items_above_target_by_group"].values())
+            lines.append(f"| {name} | {label} | {row['test_users']} | {row['neighbours_above_target']:.3f} | "
+                         f"{row['any_neighbour_above']:.3f} | {shares} |")
     return "\n".join(lines)
 
 
