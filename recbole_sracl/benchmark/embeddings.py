@@ -35,8 +35,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# config keys that decide which semantic files a model registers, hence how RecBole numbers the items
-ID_MAPPING_KEYS = ("backbone", "alpha", "beta", "k", "substitution_pool", "user_granularity")
+# config keys taken over from a checkpoint's run: the ones that decide which semantic files a model registers (hence
+# how RecBole numbers the items) and the ones that decide the shapes of its weights
+RUN_KEYS = ("backbone", "alpha", "beta", "k", "substitution_pool", "user_granularity", "MAX_ITEM_LIST_LENGTH",
+            "hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads", "num_layers")
 
 
 def item_embedding_table(state_dict: dict[str, Any]) -> np.ndarray:
@@ -98,7 +100,7 @@ def _load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, c
     from recbole_sracl.data.utils import create_dataset
     from recbole_sracl.quick_start import build_config
 
-    overrides = {key: checkpoint_config[key] for key in ID_MAPPING_KEYS if key in checkpoint_config}
+    overrides = {key: checkpoint_config[key] for key in RUN_KEYS if key in checkpoint_config}
     config = build_config(checkpoint_config["model"], dataset, list(config_files or []), argv=[],
                           config_dict={"data_path": data_path, "semantic_auto_build": [], "use_gpu": False,
                                        **overrides})
@@ -196,7 +198,7 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
     runs: dict[tuple, tuple[Any, Any]] = {}
     for name, checkpoint in loaded.items():
         saved = checkpoint["config"]
-        mapping_key = (saved["model"], *(repr(saved.get(key)) for key in ID_MAPPING_KEYS))
+        mapping_key = (saved["model"], *(repr(saved.get(key)) for key in RUN_KEYS))
         if mapping_key not in runs:
             runs[mapping_key] = _load_run(saved, dataset, str(data_path), config_files)
         config, loaded_dataset = runs[mapping_key]
