@@ -258,3 +258,19 @@ def test_item_embedding_report_on_trained_checkpoints(semantic_copy, tiny_yaml, 
         item_embedding_table({"encoder.weight": torch.zeros(2, 2)})
     with pytest.raises(SystemExit, match="NAME=PATH"):
         main(["--dataset=tiny", "--checkpoint=missing.pth"])
+
+
+def test_scored_above_exact_values():
+    import torch
+
+    from recbole_sracl.benchmark.embeddings import scored_above
+
+    scores = torch.tensor([[-float("inf"), 0.9, 0.5, 0.7, 0.1],   # test item 2: items 1 and 3 above it
+                           [-float("inf"), 0.2, 0.3, 0.4, 0.8],   # test item 4: nothing above it
+                           [-float("inf"), 0.5, 0.1, 0.2, 0.3]])  # test item 3 has no neighbours: dropped
+    neighbours = torch.tensor([[-1, -1], [2, -1], [1, 4], [-1, -1], [2, 3]])
+    groups = torch.tensor([-1, 0, 0, 1, 1])  # padding in no group
+    items, shares, by_group = scored_above(scores, torch.tensor([2, 4, 3]), neighbours, groups)
+    assert items.tolist() == [2, 4]
+    assert shares.tolist() == [0.5, 0.0]  # item 2: neighbour 1 above, 4 below; item 4: neither 2 nor 3 above
+    assert by_group.tolist() == [[0.5, 0.5], [0.0, 0.0]]  # item 2: item 1 of group 0, item 3 of group 1

@@ -31,9 +31,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # config keys taken over from a checkpoint's run: the ones that decide which semantic files a model registers (hence
 # how RecBole numbers the items) and the ones that decide the shapes of its weights
@@ -135,25 +138,37 @@ def outranking_neighbours(checkpoint: dict[str, Any], config: Any, loaded_datase
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
-    table = torch.as_tensor(neighbours)
-    groups = torch.as_tensor(item_groups)
-    membership = torch.stack([groups == group for group in range(int(groups.max()) + 1)]).float()  # [G, n_items]
-    targets, shares, by_group = [], [], []
+    table, groups = torch.as_tensor(neighbours), torch.as_tensor(item_groups)
+    parts = []
     with torch.no_grad():
         for interaction, history_index, positive_u, positive_i in test_data:
             scores = model.full_sort_predict(interaction).view(len(interaction), -1)
             scores[:, 0] = -np.inf
             if history_index is not None:
                 scores[history_index] = -np.inf
-            candidates = table[positive_i]
-            valid = candidates >= 0
-            above = (scores[positive_u.unsqueeze(1), candidates.clamp(min=0)] > scores[positive_u, positive_i].unsqueeze(1))
-            keep = valid.any(dim=1)
-            targets.append(positive_i[keep].numpy())
-            shares.append(((above & valid).sum(dim=1)[keep] / valid.sum(dim=1)[keep]).numpy())
-            higher = (scores > scores[positive_u, positive_i].unsqueeze(1)).float()  # [B, n_items]
-            by_group.append((higher[keep] @ membership.T / membership.sum(dim=1)).numpy())
-    return np.concatenate(targets), np.concatenate(shares), np.concatenate(by_group)
+            if not torch.equal(positive_u, torch.arange(len(interaction))):
+                raise SystemExit("the test split must have exactly one test item per user (leave-one-out)")
+            parts.append(scored_above(scores, positive_i, table, groups))
+    return tuple(np.concatenate(columns) for columns in zip(*parts))
+
+
+def scored_above(scores: Tensor, targets: Tensor, neighbours: Tensor, item_groups: Tensor
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one batch of ``[B, n_items]`` scores with one test item per row (``targets``, ``[B]``): the rows' test
+    items, the share of each one's valid neighbours (``neighbours[target] >= 0``) scored strictly above it, and the
+    share of each item group's items (``item_groups`` 0..G-1, -1 = none) scored strictly above it; rows whose test
+    item has no neighbours are dropped."""
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    candidates = neighbours[targets]
+    valid = candidates >= 0
+    keep = valid.any(dim=1)
+    above = (scores.gather(1, candidates.clamp(min=0)) > target_scores) & valid
+    import torch
+
+    membership = torch.stack([item_groups == group for group in range(int(item_groups.max()) + 1)]).float()
+    higher = (scores > target_scores).float()
+    return (targets[keep].numpy(), (above.sum(dim=1)[keep] / valid.sum(dim=1)[keep]).numpy(),
+            (higher[keep] @ membership.T / membership.sum(dim=1)).numpy())
 
 
 def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: Path, k: int,
