@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -149,6 +150,8 @@ def outranking_neighbours(checkpoint: dict[str, Any], config: Any, loaded_datase
             if not torch.equal(positive_u, torch.arange(len(interaction))):
                 raise SystemExit("the test split must have exactly one test item per user (leave-one-out)")
             parts.append(scored_above(scores, positive_i, table, groups))
+    if not parts:
+        raise SystemExit(f"the test split of '{config['dataset']}' is empty: nothing to score")
     return tuple(np.concatenate(columns) for columns in zip(*parts))
 
 
@@ -158,13 +161,13 @@ def scored_above(scores: Tensor, targets: Tensor, neighbours: Tensor, item_group
     items, the share of each one's valid neighbours (``neighbours[target] >= 0``) scored strictly above it, and the
     share of each item group's items (``item_groups`` 0..G-1, -1 = none) scored strictly above it; rows whose test
     item has no neighbours are dropped."""
+    import torch
+
     target_scores = scores.gather(1, targets.unsqueeze(1))
     candidates = neighbours[targets]
     valid = candidates >= 0
     keep = valid.any(dim=1)
     above = (scores.gather(1, candidates.clamp(min=0)) > target_scores) & valid
-    import torch
-
     membership = torch.stack([item_groups == group for group in range(int(item_groups.max()) + 1)]).float()
     higher = (scores > target_scores).float()
     return (targets[keep].numpy(), (above.sum(dim=1)[keep] / valid.sum(dim=1)[keep]).numpy(),
@@ -188,10 +191,7 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
     folder = data_path / dataset
     histories, _ = training_histories(folder / f"{dataset}.inter", fields["USER_ID_FIELD"], fields["ITEM_ID_FIELD"],
                                       fields["TIME_FIELD"])
-    popularity: dict[str, int] = {}
-    for items in histories.values():
-        for item in items:
-            popularity[item] = popularity.get(item, 0) + 1
+    popularity = Counter(item for items in histories.values() for item in items)
     tokens = sorted(popularity)  # every item of the training split, one row each
     row_of = {token: row for row, token in enumerate(tokens)}
     names, lists = read_neighbour_file(folder / f"{dataset}.inbr", "inbr")
