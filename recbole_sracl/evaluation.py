@@ -14,10 +14,13 @@ The user-weighted mean over the groups of one grouping equals RecBole's overall 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 GROUP_METRICS = ("hit", "ndcg", "mrr")  # metrics that depend only on the rank of a single test item
 GROUPINGS = ("sequence_length", "target_popularity")  # config keys group_by_<name>
@@ -92,39 +95,66 @@ def metrics_by_group(ranks: np.ndarray, labels: np.ndarray, metrics: Sequence[st
     return out
 
 
-def test_item_ranks(trainer: Any, test_data: Any, max_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(users, test items, ranks)`` of every test row, scored as RecBole's full-ranking evaluation scores them.
+def full_sort_test_scores(model: Any, test_data: Any, device: Any = "cpu") -> Iterator[tuple[Any, Tensor, Tensor]]:
+    """Per batch of a full-ranking split: ``(interaction, [B, n_items] scores, test item of each row)``.
 
-    ``None`` when the split is not full-ranking with exactly one test item per user (e.g. ratio splits).
+    Scores as RecBole's ``Trainer._full_sort_batch_eval`` does: ``model.full_sort_predict``, then the padding item
+    and each user's history set to -inf (never ranked above the test item). Call it with ``model.eval()`` under
+    ``torch.no_grad()``.
+
+    Raises:
+        DatasetError: a batch whose rows do not have exactly one test item each (e.g. ratio splits).
+        NotImplementedError: the model has no ``full_sort_predict``.
+    """
+    import torch
+
+    from recbole_sracl.errors import DatasetError
+
+    for interaction, history_index, positive_u, positive_i in test_data:
+        scores = model.full_sort_predict(interaction.to(device)).view(len(interaction), -1)
+        scores[:, 0] = -np.inf
+        if history_index is not None:
+            scores[history_index] = -np.inf
+        if positive_u.numel() != len(interaction) or not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
+            raise DatasetError("the test split must have exactly one test item per user (leave-one-out)")
+        yield interaction, scores, positive_i.to(scores.device)
+
+
+def test_item_ranks(model: Any, test_data: Any, max_k: int, device: Any = "cpu"
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(users, test items, ranks)`` of every test row, scored by :func:`full_sort_test_scores` and ranked by
+    ``torch.topk`` as RecBole's full-ranking metrics rank them (rank ``max_k`` = not in the top ``max_k``).
+
+    ``None`` when the split is not full-ranking with exactly one test item per user (e.g. ratio splits) or the
+    model has no ``full_sort_predict``.
     """
     import torch
     from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 
+    from recbole_sracl.errors import DatasetError
+
     if not isinstance(test_data, FullSortEvalDataLoader):
         return None
     uid_field = test_data._dataset.uid_field
-    trainer.model.eval()
-    trainer.tot_item_num = test_data._dataset.item_num
-    if getattr(trainer, "item_tensor", None) is None:
-        trainer.item_tensor = test_data._dataset.get_item_feature().to(trainer.device)
+    model.eval()
     users, items, ranks = [], [], []
-    with torch.no_grad():
-        for batch in test_data:
-            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
-            if positive_u.numel() != scores.shape[0] or not torch.equal(
-                    positive_u.cpu(), torch.arange(scores.shape[0])):
-                return None  # not one test item per row
-            _, top = torch.topk(scores, max_k, dim=-1)
-            hit = top == positive_i.to(top.device).unsqueeze(1)
-            rank = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), max_k)
-            users.append(interaction[uid_field].cpu().numpy())
-            items.append(positive_i.cpu().numpy())
-            ranks.append(rank.cpu().numpy())
+    try:
+        with torch.no_grad():
+            for interaction, scores, targets in full_sort_test_scores(model, test_data, device):
+                _, top = torch.topk(scores, max_k, dim=-1)
+                hit = top == targets.unsqueeze(1)
+                rank = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), max_k)
+                users.append(interaction[uid_field].cpu().numpy())
+                items.append(targets.cpu().numpy())
+                ranks.append(rank.cpu().numpy())
+    except (DatasetError, NotImplementedError):
+        return None
     return np.concatenate(users), np.concatenate(items), np.concatenate(ranks)
 
 
-def test_result_by_group(config: Any, trainer: Any, train_dataset: Any, test_data: Any) -> dict | None:
-    """Test metrics per ``sequence_length`` and ``target_popularity`` group (see the module docstring).
+def test_result_by_group(config: Any, model: Any, train_dataset: Any, test_data: Any) -> dict | None:
+    """Test metrics per ``sequence_length`` and ``target_popularity`` group of ``model`` (the loaded best model;
+    see the module docstring).
 
     ``None`` when both bound lists are empty, in multi-process runs, or when the split does not have exactly one
     test item per user.
@@ -137,7 +167,7 @@ def test_result_by_group(config: Any, trainer: Any, train_dataset: Any, test_dat
     ks = list(config["topk"])
     if not groupings or not metrics or not config["single_spec"]:  # distributed ranks see only part of the split
         return None
-    scored = test_item_ranks(trainer, test_data, max(ks))
+    scored = test_item_ranks(model, test_data, max(ks), config["device"])
     if scored is None:
         return None
     users, items, ranks = scored

@@ -147,7 +147,7 @@ def run_single(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    by_group = test_result_by_group(config, trainer, train_data._dataset, test_data)
+    by_group = test_result_by_group(config, trainer.model, train_data._dataset, test_data)
     if by_group:
         logger.info(set_color("test result by group", "yellow") + f": {by_group}")
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")

@@ -34,3 +34,26 @@ def test_metrics_by_group_exact_values():
     assert b["ndcg@20"] == pytest.approx((1 / math.log2(5) + 1 / math.log2(14)) / 2)
     assert b["ndcg@10"] == pytest.approx((1 / math.log2(5)) / 2)
     assert a["mrr@10"] == pytest.approx((1.0 + 0.5) / 3) and b["mrr@20"] == pytest.approx((1 / 4 + 1 / 13) / 2)
+
+
+def test_full_sort_test_scores_masks_padding_and_history_like_recbole():
+    import torch
+    from recbole.data.interaction import Interaction
+
+    from recbole_sracl.errors import DatasetError
+    from recbole_sracl.evaluation import full_sort_test_scores
+
+    class FixedScores:
+        def full_sort_predict(self, interaction):
+            return torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.2, 0.3, 0.8, 0.4]])
+
+    batch = Interaction({"user_id": torch.tensor([5, 6])})
+    history = (torch.tensor([0, 1]), torch.tensor([1, 2]))  # user 5 saw item 1, user 6 saw item 2
+    split = [(batch, history, torch.tensor([0, 1]), torch.tensor([3, 3]))]
+    ((interaction, scores, targets),) = list(full_sort_test_scores(FixedScores(), split))
+    inf = float("-inf")
+    assert scores.tolist() == [[inf, inf, 0.5, pytest.approx(0.7)], [inf, pytest.approx(0.3), inf, pytest.approx(0.4)]]
+    assert targets.tolist() == [3, 3] and interaction["user_id"].tolist() == [5, 6]
+    two_items_for_user_5 = [(batch, None, torch.tensor([0, 0]), torch.tensor([2, 3]))]
+    with pytest.raises(DatasetError, match="one test item per user"):
+        list(full_sort_test_scores(FixedScores(), two_items_for_user_5))

@@ -100,8 +100,9 @@ def embedding_report(table: np.ndarray, groups: np.ndarray, neighbours: np.ndarr
 
 
 def _load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, config_files: Sequence[str] | None):
-    """``(config, RecBole dataset)`` as the run that wrote the checkpoint built them (same item numbering)."""
-    from recbole_sracl.data.utils import create_dataset
+    """``(config, RecBole dataset, training split, test split)`` as the run that wrote the checkpoint built them
+    (same item numbering)."""
+    from recbole_sracl.data.utils import create_dataset, data_preparation
     from recbole_sracl.quick_start import build_config
 
     overrides = {key: checkpoint_config[key] for key in RUN_KEYS if key in checkpoint_config}
@@ -111,15 +112,18 @@ def _load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, c
     prepare = getattr(config.model_class, "prepare_config", None)
     if prepare is not None:
         prepare(config)
-    return config, create_dataset(config)
+    loaded_dataset = create_dataset(config)
+    train_data, _, test_data = data_preparation(config, loaded_dataset,
+                                                getattr(config.model_class, "build_train_augmenter", None))
+    return config, loaded_dataset, train_data, test_data
 
 
-def outranking_neighbours(checkpoint: dict[str, Any], config: Any, loaded_dataset: Any, neighbours: np.ndarray,
-                          item_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def outranking_neighbours(checkpoint: dict[str, Any], config: Any, train_data: Any, test_data: Any,
+                          neighbours: np.ndarray, item_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What is scored above each test item, for every test user whose test item has semantic neighbours.
 
-    Scores as RecBole's full-ranking test does: ``full_sort_predict`` with padding and the user's history set
-    to -inf (an item in the history is never above).
+    Scores as RecBole's full-ranking test does (:func:`recbole_sracl.evaluation.full_sort_test_scores`: padding
+    and the user's history at -inf, so an item in the history is never above).
 
     Args:
         neighbours: ``[n_items, k]`` semantic neighbours per internal item id, -1 = none.
@@ -131,25 +135,20 @@ def outranking_neighbours(checkpoint: dict[str, Any], config: Any, loaded_datase
     """
     import torch
 
-    from recbole_sracl.data.utils import data_preparation
+    from recbole_sracl.errors import DatasetError
+    from recbole_sracl.evaluation import full_sort_test_scores
 
-    train_data, _, test_data = data_preparation(config, loaded_dataset,
-                                                getattr(config.model_class, "build_train_augmenter", None))
     model = config.model_class(config, train_data._dataset)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     table, groups = torch.as_tensor(neighbours), torch.as_tensor(item_groups)
-    parts = []
-    with torch.no_grad():
-        for interaction, history_index, positive_u, positive_i in test_data:
-            scores = model.full_sort_predict(interaction).view(len(interaction), -1)
-            scores[:, 0] = -np.inf
-            if history_index is not None:
-                scores[history_index] = -np.inf
-            if not torch.equal(positive_u, torch.arange(len(interaction))):
-                raise SystemExit("the test split must have exactly one test item per user (leave-one-out)")
-            parts.append(scored_above(scores, positive_i, table, groups))
+    try:
+        with torch.no_grad():
+            parts = [scored_above(scores, targets, table, groups)
+                     for _, scores, targets in full_sort_test_scores(model, test_data)]
+    except DatasetError as error:
+        raise SystemExit(str(error)) from None
     if not parts:
         raise SystemExit(f"the test split of '{config['dataset']}' is empty: nothing to score")
     return tuple(np.concatenate(columns) for columns in zip(*parts))
@@ -187,7 +186,13 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
     for name, checkpoint in loaded.items():
         if "model" not in checkpoint.get("config", {}):
             raise SystemExit(f"{checkpoints[name]}: not a recbole_sracl checkpoint (no config.model)")
+    field_keys = ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD")
     fields = next(iter(loaded.values()))["config"]
+    for name, checkpoint in loaded.items():
+        differing = [key for key in field_keys if checkpoint["config"].get(key) != fields.get(key)]
+        if differing:
+            raise SystemExit(f"{checkpoints[name]}: {', '.join(differing)} differ from the first checkpoint's; "
+                             f"compare checkpoints trained on the same fields")
     folder = data_path / dataset
     histories, _ = training_histories(folder / f"{dataset}.inter", fields["USER_ID_FIELD"], fields["ITEM_ID_FIELD"],
                                       fields["TIME_FIELD"])
@@ -210,13 +215,13 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
     group_names = sorted(dict.fromkeys(groups.tolist()), key=group_order)
     report: dict[str, Any] = {"dataset": dataset, "k": k, "popularity_bounds": list(bounds), "seed": seed,
                               "items": len(tokens), "item_groups": group_names, "checkpoints": {}}
-    runs: dict[tuple, tuple[Any, Any]] = {}
+    runs: dict[tuple, tuple[Any, Any, Any, Any]] = {}  # one dataset and split per item numbering
     for name, checkpoint in loaded.items():
         saved = checkpoint["config"]
         mapping_key = (saved["model"], *(repr(saved.get(key)) for key in RUN_KEYS))
         if mapping_key not in runs:
             runs[mapping_key] = _load_run(saved, dataset, str(data_path), config_files)
-        config, loaded_dataset = runs[mapping_key]
+        config, loaded_dataset, train_data, test_data = runs[mapping_key]
         item_tokens = loaded_dataset.field2id_token[loaded_dataset.iid_field]
         internal = {token: index for index, token in enumerate(item_tokens)}
         missing = [token for token in tokens if token not in internal]
@@ -230,8 +235,8 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
         internal_neighbours[rows] = np.where(neighbours >= 0, rows[np.where(neighbours >= 0, neighbours, 0)], -1)
         item_groups = np.full(len(item_tokens), -1, dtype=np.int64)
         item_groups[rows] = [group_names.index(label) for label in groups]
-        targets, shares, above = outranking_neighbours(checkpoint, config, loaded_dataset, internal_neighbours,
-                                                       item_groups)
+        targets, shares, above = outranking_neighbours(checkpoint, config, train_data, test_data,
+                                                       internal_neighbours, item_groups)
         target_groups = group_labels(np.array([popularity.get(item_tokens[item], 0) for item in targets]), bounds)
         outranked = {}
         for label in dict.fromkeys(target_groups.tolist()):
