@@ -258,6 +258,12 @@ def test_item_embedding_report_on_trained_checkpoints(semantic_copy, tiny_yaml, 
         item_embedding_table({"encoder.weight": torch.zeros(2, 2)})
     with pytest.raises(SystemExit, match="NAME=PATH"):
         main(["--dataset=tiny", "--checkpoint=missing.pth"])
+    renamed = torch.load(files["SRACL"], weights_only=True)
+    renamed["config"]["ITEM_ID_FIELD"] = "product_id"
+    torch.save(renamed, tmp_path / "renamed.pth")
+    with pytest.raises(SystemExit, match="ITEM_ID_FIELD differ"):
+        main(["--dataset=tiny", f"--data_path={semantic_copy}", f"--checkpoint=SASRec={files['SASRec']}",
+              f"--checkpoint=renamed={tmp_path / 'renamed.pth'}"])
 
 
 def test_scored_above_exact_values():
