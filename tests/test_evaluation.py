@@ -57,3 +57,25 @@ def test_full_sort_test_scores_masks_padding_and_history_like_recbole():
     two_items_for_user_5 = [(batch, None, torch.tensor([0, 0]), torch.tensor([2, 3]))]
     with pytest.raises(DatasetError, match="one test item per user"):
         list(full_sort_test_scores(FixedScores(), two_items_for_user_5))
+
+
+def test_item_ranks_skip_models_without_full_sort_predict(caplog):
+    from unittest import mock
+
+    import torch
+    from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
+    from recbole.data.interaction import Interaction
+
+    from recbole_sracl.evaluation import test_item_ranks
+
+    class PointwiseOnly(torch.nn.Module):
+        def full_sort_predict(self, interaction):
+            raise NotImplementedError
+
+    split = mock.MagicMock(spec=FullSortEvalDataLoader)
+    split._dataset = mock.MagicMock(uid_field="user_id")
+    split.__iter__.return_value = iter([(Interaction({"user_id": torch.tensor([1])}), None, torch.tensor([0]),
+                                         torch.tensor([1]))])
+    with caplog.at_level("INFO"):
+        assert test_item_ranks(PointwiseOnly(), split, 10) is None
+    assert "PointwiseOnly has no full_sort_predict" in caplog.text
