@@ -111,12 +111,12 @@ def full_sort_test_scores(model: Any, test_data: Any, device: Any = "cpu") -> It
     from recbole_sracl.errors import DatasetError
 
     for interaction, history_index, positive_u, positive_i in test_data:
+        if not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
+            raise DatasetError("the test split must have exactly one test item per user (leave-one-out)")
         scores = model.full_sort_predict(interaction.to(device)).view(len(interaction), -1)
         scores[:, 0] = -np.inf
         if history_index is not None:
             scores[history_index] = -np.inf
-        if positive_u.numel() != len(interaction) or not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
-            raise DatasetError("the test split must have exactly one test item per user (leave-one-out)")
         yield interaction, scores, positive_i.to(scores.device)
 
 
