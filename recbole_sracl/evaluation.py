@@ -128,12 +128,16 @@ def test_item_ranks(model: Any, test_data: Any, max_k: int, device: Any = "cpu"
     ``None`` when the split is not full-ranking with exactly one test item per user (e.g. ratio splits) or the
     model has no ``full_sort_predict``.
     """
+    from logging import getLogger
+
     import torch
     from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 
     from recbole_sracl.errors import DatasetError
 
+    skipped = "no per-group test metrics: "
     if not isinstance(test_data, FullSortEvalDataLoader):
+        getLogger(__name__).info(skipped + "the test split is not full-ranking (eval_args mode 'full')")
         return None
     uid_field = test_data._dataset.uid_field
     model.eval()
@@ -147,12 +151,11 @@ def test_item_ranks(model: Any, test_data: Any, max_k: int, device: Any = "cpu"
                 users.append(interaction[uid_field].cpu().numpy())
                 items.append(targets.cpu().numpy())
                 ranks.append(rank.cpu().numpy())
-    except DatasetError:
+    except DatasetError as error:
+        getLogger(__name__).info(skipped + str(error))
         return None
     except NotImplementedError:
-        from logging import getLogger
-
-        getLogger(__name__).info(f"no per-group test metrics: {type(model).__name__} has no full_sort_predict")
+        getLogger(__name__).info(skipped + f"{type(model).__name__} has no full_sort_predict")
         return None
     return np.concatenate(users), np.concatenate(items), np.concatenate(ranks)
 

@@ -59,11 +59,20 @@ def test_full_sort_test_scores_masks_padding_and_history_like_recbole():
         list(full_sort_test_scores(FixedScores(), two_items_for_user_5))
 
 
-def test_item_ranks_skip_models_without_full_sort_predict(caplog):
+def _full_sort_split(batches):
+    """A stand-in for RecBole's full-ranking test loader that yields ``batches``."""
     from unittest import mock
 
-    import torch
     from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
+
+    split = mock.MagicMock(spec=FullSortEvalDataLoader)
+    split._dataset = mock.MagicMock(uid_field="user_id")
+    split.__iter__.return_value = iter(batches)
+    return split
+
+
+def test_item_ranks_skip_models_without_full_sort_predict(caplog):
+    import torch
     from recbole.data.interaction import Interaction
 
     from recbole_sracl.evaluation import test_item_ranks
@@ -72,10 +81,26 @@ def test_item_ranks_skip_models_without_full_sort_predict(caplog):
         def full_sort_predict(self, interaction):
             raise NotImplementedError
 
-    split = mock.MagicMock(spec=FullSortEvalDataLoader)
-    split._dataset = mock.MagicMock(uid_field="user_id")
-    split.__iter__.return_value = iter([(Interaction({"user_id": torch.tensor([1])}), None, torch.tensor([0]),
-                                         torch.tensor([1]))])
+    split = _full_sort_split([(Interaction({"user_id": torch.tensor([1])}), None, torch.tensor([0]),
+                               torch.tensor([1]))])
     with caplog.at_level("INFO"):
         assert test_item_ranks(PointwiseOnly(), split, 10) is None
     assert "PointwiseOnly has no full_sort_predict" in caplog.text
+
+
+def test_item_ranks_say_why_a_split_has_no_group_metrics(caplog):
+    import torch
+    from recbole.data.interaction import Interaction
+
+    from recbole_sracl.evaluation import test_item_ranks
+
+    model = torch.nn.Module()
+    with caplog.at_level("INFO"):
+        assert test_item_ranks(model, [], 10) is None
+    assert "no per-group test metrics: the test split is not full-ranking" in caplog.text
+    two_items_for_user_1 = (Interaction({"user_id": torch.tensor([1])}), None, torch.tensor([0, 0]),
+                            torch.tensor([1, 2]))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert test_item_ranks(model, _full_sort_split([two_items_for_user_1]), 10) is None
+    assert "no per-group test metrics: the test split must have exactly one test item per user" in caplog.text
