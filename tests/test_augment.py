@@ -145,6 +145,26 @@ def test_random_pool_without_two_real_items_is_empty():
         assert table.shape == (n_items, 3) and not table.any() and not counts.any()
 
 
+def test_cooccurrence_pool_exact_cosine_ranking():
+    import numpy as np
+
+    # user 4 buys item 2 twice: a repeated purchase counts once; item 6 is never bought
+    histories = {1: np.array([1, 2, 3]), 2: np.array([1, 2]), 3: np.array([3, 4]), 4: np.array([2, 2, 5])}
+    table, counts = augment.cooccurrence_pool(histories, 7, 2, block_rows=3)  # blocks of 3 rows: 0-2, 3-5, 6
+    # cosine = shared buyers / sqrt(buyers_i * buyers_j); buyers: 1 -> 2, 2 -> 3, 3 -> 2, 4 -> 1, 5 -> 1
+    # item 2: 1 (2/sqrt(6) = .816) > 5 (1/sqrt(3) = .577) > 3 (1/sqrt(6) = .408); item 3: 4 (.707) > 1 (.5) > 2
+    assert table.tolist() == [[0, 0], [2, 3], [1, 5], [4, 1], [3, 0], [2, 0], [0, 0]]
+    assert counts.tolist() == [0, 2, 2, 2, 1, 1, 0]
+
+
+def test_cooccurrence_pool_breaks_ties_by_id_and_never_holds_the_item_itself():
+    import numpy as np
+
+    table, counts = augment.cooccurrence_pool({7: np.array([3, 1, 2])}, 4, 5)  # k larger than the item count
+    assert table.tolist() == [[0, 0, 0, 0, 0], [2, 3, 0, 0, 0], [1, 3, 0, 0, 0], [1, 2, 0, 0, 0]]
+    assert counts.tolist() == [0, 2, 2, 2]
+
+
 def test_same_target_partner_has_the_same_target_and_is_another_row():
     targets = torch.tensor([7, 3, 7, 5, 3, 7])
     index = augment.same_target_index(targets)

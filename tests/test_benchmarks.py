@@ -204,7 +204,9 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_prefix_other_users_wo_LIS", ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0"))]
     assert [(v.name, v.overrides) for v in expand(["pool"])] == [
         ("SRACL_wo_LCS_random_pool", ("--alpha=0", "--substitution_pool=random")),
-        ("SRACL_random_pool", ("--substitution_pool=random",))]
+        ("SRACL_random_pool", ("--substitution_pool=random",)),
+        ("SRACL_wo_LCS_cooc_pool", ("--alpha=0", "--substitution_pool=cooccurrence")),
+        ("SRACL_cooc_pool", ("--substitution_pool=cooccurrence",))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])
 

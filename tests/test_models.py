@@ -63,11 +63,12 @@ def test_sracl_variants_train(extra, semantic_copy, tiny_yaml):
     check_result(result)
 
 
-def test_sracl_random_pool_control_trains_without_semantic_files(tiny_root, tiny_yaml):
-    # w/o L_CS with random substitution candidates reads no semantic file: the plain tiny dataset has none
+@pytest.mark.parametrize("pool", ["random", "cooccurrence"])
+def test_sracl_substitution_pools_train_without_semantic_files(pool, tiny_root, tiny_yaml):
+    # w/o L_CS with random or co-occurrence candidates reads no semantic file: the plain tiny dataset has none
     assert not list(tiny_root.rglob("*.inbr"))
     result = run("SRACL", "tiny", [str(tiny_yaml)],
-                 argv=tiny_overrides(tiny_root, "--alpha=0", "--substitution_pool=random"))
+                 argv=tiny_overrides(tiny_root, "--alpha=0", f"--substitution_pool={pool}"))
     check_result(result)
 
 

@@ -58,6 +58,11 @@ VARIANTS: dict[str, Variant] = {
                 description="w/o L_CS, random substitution candidates"),
         Variant("SRACL_random_pool", "SRACL", ("--substitution_pool=random",),
                 description="random substitution candidates"),
+        # reference: L_IS with each item's k most co-occurring items in the training split
+        Variant("SRACL_wo_LCS_cooc_pool", "SRACL", ("--alpha=0", "--substitution_pool=cooccurrence"),
+                description="w/o L_CS, co-occurrence substitution candidates"),
+        Variant("SRACL_cooc_pool", "SRACL", ("--substitution_pool=cooccurrence",),
+                description="co-occurrence substitution candidates"),
         # L_CS per training prefix, as the official code (one semantic embedding per training row)
         Variant("SRACL_prefix", "SRACL", ("--user_granularity=prefix",), description="L_CS per training prefix"),
         Variant("SRACL_prefix_wo_LIS", "SRACL", ("--user_granularity=prefix", "--beta=0"),
@@ -79,7 +84,7 @@ GROUPS: dict[str, list[str]] = {
     "betasweep": [f"SRACL_beta{beta}" for beta in BETA_SWEEP],
     "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
     "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
-    "pool": ["SRACL_wo_LCS_random_pool", "SRACL_random_pool"],
+    "pool": ["SRACL_wo_LCS_random_pool", "SRACL_random_pool", "SRACL_wo_LCS_cooc_pool", "SRACL_cooc_pool"],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }

@@ -8,6 +8,9 @@ returns NEW tensors; inputs are never modified. They run in the training data lo
 
 from __future__ import annotations
 
+from typing import Mapping
+
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -129,6 +132,40 @@ def random_pool(n_items: int, k: int, generator: torch.Generator) -> tuple[Tenso
     table[1:] = draw + (draw >= items).long()  # skip the item itself
     counts = torch.full((n_items,), k, dtype=torch.long)
     counts[0] = 0
+    return table, counts
+
+
+def cooccurrence_pool(histories: Mapping[int, np.ndarray], n_items: int, k: int, block_rows: int = 1024
+                      ) -> tuple[Tensor, Tensor]:
+    """A collaborative reference for :func:`substitute`: each item's k items most often bought by the same users.
+
+    Scores are item-item cosine over the binary user x item matrix of ``histories`` (the TRAINING part of each
+    user, :func:`recbole_sracl.data.sequences.training_histories`): users who have both items divided by the
+    square root of the product of each item's user count. Ties go to the smaller id; items that share no user
+    are never candidates, so an item has fewer than k (possibly none) when fewer items co-occur with it. The
+    layout is that of a semantic neighbour table: ``([n_items, k] ids, best first, 0 = padding; [n_items] counts)``.
+    """
+    from scipy import sparse
+
+    table = torch.zeros((n_items, k), dtype=torch.long)
+    counts = torch.zeros(n_items, dtype=torch.long)
+    users = np.concatenate([np.full(len(items), user) for user, items in histories.items()] or [np.zeros(0)])
+    items = np.concatenate(list(histories.values()) or [np.zeros(0)])
+    bought = sparse.csr_matrix((np.ones(len(items)), (users.astype(np.int64), items.astype(np.int64))),
+                               shape=(int(users.max(initial=0)) + 1, n_items))
+    bought.data[:] = 1.0  # a repeated purchase counts once (duplicates were summed)
+    together = (bought.T @ bought).tocsr()
+    buyers = together.diagonal()
+    together = (together - sparse.diags(buyers)).tocsr()  # an item is not its own candidate
+    scale = torch.from_numpy(np.divide(1.0, np.sqrt(buyers), out=np.zeros(n_items), where=buyers > 0))
+    width = min(k, n_items)
+    for start in range(0, n_items, block_rows):
+        stop = min(start + block_rows, n_items)
+        score = torch.from_numpy(together[start:stop].toarray()) * scale[start:stop, None] * scale[None, :]
+        top, order = torch.sort(score, dim=1, descending=True, stable=True)
+        valid = top[:, :width] > 0
+        table[start:stop, :width] = torch.where(valid, order[:, :width], 0)
+        counts[start:stop] = valid.sum(dim=1)
     return table, counts
 
 

@@ -16,7 +16,9 @@ Training loss (paper eq. 15, section 5.3 for other backbones)::
 - ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
   ``substitution_rate`` by one of its k semantic neighbours (a train-time batch augmenter); InfoNCE with the
   other 2N-2 views as negatives. ``substitution_pool: random`` swaps the semantic neighbours for k random items
-  per item (a control that isolates what the semantics contribute).
+  per item (a control that isolates what the semantics contribute); ``cooccurrence`` for the k items most often
+  bought by the same users in the training split (a collaborative reference: what item neighbours built from
+  the interactions themselves give L_IS).
 
 Inference uses the backbone only. Semantic files (``.uemb``, ``.unbr``, ``.inbr``) are produced offline by
 ``python -m recbole_sracl.semantic build`` and loaded through RecBole's ``additional_feat_suffix``.
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_sracl.data.augment import random_pool
+from recbole_sracl.data.augment import cooccurrence_pool, random_pool
 from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, TRAIN_ROW, SubstitutionAugmenter, TrainRowAugmenter, compose
 from recbole_sracl.data.sequences import (
     USER_GRANULARITIES,
@@ -54,7 +56,7 @@ SUPPORTED_BACKBONES = ("SASRec", "GRU4Rec", "DuoRec", "CL4SRec")
 SYNTHESIZERS = ("learnable", "uniform", "mean")
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 CS_NEGATIVES = ("batch", "symmetric")
-SUBSTITUTION_POOLS = ("semantic", "random")
+SUBSTITUTION_POOLS = ("semantic", "random", "cooccurrence")
 
 
 class SRACL(SequentialRecommender):
@@ -126,6 +128,8 @@ class SRACL(SequentialRecommender):
             n_items = train_dataset.num(config["ITEM_ID_FIELD"])
             if config["substitution_pool"] == "random":  # control: same k and rate, no semantics
                 neighbours, counts = random_pool(n_items, config["k"], torch.Generator().manual_seed(int(config["seed"])))
+            elif config["substitution_pool"] == "cooccurrence":  # reference: neighbours from the training split
+                neighbours, counts = cooccurrence_pool(training_histories(train_dataset), n_items, config["k"])
             else:
                 neighbours, counts = neighbour_table(train_dataset, "inbr", n_items, config["k"])
             substitution = SubstitutionAugmenter(config, neighbours, counts)
