@@ -121,8 +121,8 @@ def run_single(
     logger.info(config)
 
     prepare = getattr(model_class, "prepare_config", None)
-    if prepare is not None:  # e.g. SRACL: check/build the semantic files, register them with RecBole
-        prepare(config)
+    # e.g. SRACL: check/build the semantic files, register them with RecBole, say which files (hashes) it reads
+    semantic_files = prepare(config) if prepare is not None else None
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
     train_data, valid_data, test_data = data_preparation(
@@ -174,6 +174,7 @@ def run_single(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": _invocation(),
         "config_files": list(config_file_list or []),
+        "semantic_files": semantic_files,
         "config": config.to_plain_dict(),
         "machine": machine_info(),
     }

@@ -159,8 +159,21 @@ def test_neighbour_report_on_built_files(semantic_copy):
 
     report = neighbour_quality(semantic_copy, "tiny", k=3)
     for kind in ("items", "users", "prefixes"):
-        assert set(report[kind]) == {"semantic", "random"} and report[kind]["semantic"]["pairs"] > 0
-    assert "| items: cooccur rate |" in render(report)
+        pools = {"semantic", "random"} | ({"cooccurrence"} if kind == "items" else set())
+        assert set(report[kind]) == pools and report[kind]["semantic"]["pairs"] > 0
+    assert report["items"]["cooccurrence"]["cooccur_rate"] == 1.0  # by construction
+    table = render(report)
+    assert "| measure | semantic | random | cooccurrence |" in table and "| items: cooccur rate |" in table
+    users_row = next(line for line in table.splitlines() if line.startswith("| users: shared item rate"))
+    assert users_row.endswith(" |  |")  # no co-occurrence pool for users
+
+
+def test_cooccurrence_lists_by_token():
+    from recbole_sracl.benchmark.neighbours import cooccurrence_lists
+
+    # tokens sort to rows a=1, b=2, c=3; a-b share u1 and u2, a-c share u1 only (b has 2 buyers, c has 1)
+    lists = cooccurrence_lists({"u1": ["c", "a", "b"], "u2": ["b", "a"], "u3": ["d"]}, k=2)
+    assert lists == {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"], "d": []}
 
 
 def test_semantic_throughput_benchmark(semantic_copy, tiny_yaml, tmp_path):

@@ -59,8 +59,22 @@ def test_model_trains_one_epoch_and_reports_test_metrics(model, tiny_root, tiny_
     ids=lambda extra: " ".join(extra) or "package-default",
 )
 def test_sracl_variants_train(extra, semantic_copy, tiny_yaml):
+    import hashlib
+
+    from recbole_sracl.model.sracl import SRACL
+
     result = run("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy, *extra))
     check_result(result)
+    # the result names exactly the semantic files this configuration read, with their sha256
+    suffixes = SRACL.semantic_suffixes(result["config"])
+    if not suffixes:
+        assert result["semantic_files"] is None
+    else:
+        folder = semantic_copy / "tiny"
+        assert result["semantic_files"]["files"] == {
+            f"tiny.{suffix}": hashlib.sha256((folder / f"tiny.{suffix}").read_bytes()).hexdigest()
+            for suffix in suffixes}
+        assert result["semantic_files"]["options"]["llm"] == {"provider": "none"}
 
 
 @pytest.mark.parametrize("pool", ["random", "cooccurrence"])

@@ -3,7 +3,8 @@
     python benchmarks/neighbours.py --dataset=Amazon_Office --data_path=/tmp/data --k=10
 
 A diagnostic for "why does L_CS / L_IS help or hurt on my data": for the first ``k`` neighbours of every item
-and user it reports, next to the same numbers for random neighbours (seeded, same sizes):
+and user it reports, next to the same numbers for random neighbours (seeded, same sizes) and, for items, for the
+k most co-occurring training items (SRACL's ``substitution_pool: cooccurrence``):
 
 - items: share of (item, neighbour) pairs that co-occur in some training sequence, and the popularity of a
   substitute relative to the item it replaces, weighted by training interactions (what item substitution sees);
@@ -58,6 +59,19 @@ def _random_lists(tokens: list[str], pool: list[str], k: int, rng: np.random.Gen
         chosen = [pool[i] for i in rng.choice(len(pool), size=min(k + 1, len(pool)), replace=False)]
         lists.append([other for other in chosen if other != token][:k])
     return lists
+
+
+def cooccurrence_lists(histories: dict[str, list[str]], k: int) -> dict[str, list[str]]:
+    """Each training item's k most co-occurring items (``substitution_pool: cooccurrence``), by token."""
+    from recbole_sracl.data.augment import cooccurrence_pool
+
+    tokens = sorted({item for items in histories.values() for item in items})
+    row_of = {token: row for row, token in enumerate(tokens, start=1)}  # 0 is padding
+    table, counts = cooccurrence_pool(
+        {user: np.array([row_of[item] for item in items]) for user, items in enumerate(histories.values())},
+        len(tokens) + 1, k)
+    return {token: [tokens[other - 1] for other in table[row, : counts[row]].tolist()]
+            for token, row in row_of.items()}
 
 
 def item_agreement(histories: dict[str, list[str]], neighbours: dict[str, list[str]], k: int) -> dict[str, float]:
@@ -157,7 +171,8 @@ def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user
         random = dict(zip(tokens, _random_lists(tokens, pool, k, rng)))
         if kind == "items":
             report[kind] = {"semantic": item_agreement(histories, semantic, k),
-                            "random": item_agreement(histories, random, k)}
+                            "random": item_agreement(histories, random, k),
+                            "cooccurrence": item_agreement(histories, cooccurrence_lists(histories, k), k)}
         elif kind == "users":
             report[kind] = {"semantic": user_agreement(histories, validation, semantic, k),
                             "random": user_agreement(histories, validation, random, k)}
@@ -169,14 +184,16 @@ def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"Neighbour agreement with the training split: {report['dataset']}, first k={report['k']} neighbours, "
-             f"{report['training_users']} users", "", "| measure | semantic | random |", "|---|---|---|"]
+             f"{report['training_users']} users", "", "| measure | semantic | random | cooccurrence |",
+             "|---|---|---|---|"]
     for kind in ("items", "users", "prefixes"):
         if not report.get(kind):
             continue
-        semantic, random = report[kind]["semantic"], report[kind]["random"]
-        for key in semantic:
+        pools = [report[kind].get(pool) for pool in ("semantic", "random", "cooccurrence")]
+        for key in pools[0]:
             if key != "pairs":
-                lines.append(f"| {kind}: {key.replace('_', ' ')} | {semantic[key]:.4f} | {random[key]:.4f} |")
+                cells = " | ".join("" if pool is None else f"{pool[key]:.4f}" for pool in pools)
+                lines.append(f"| {kind}: {key.replace('_', ' ')} | {cells} |")
     return "\n".join(lines)
 
 

@@ -111,11 +111,17 @@ class SRACL(SequentialRecommender):
         return (cross_sequence if config["alpha"] > 0 else []) + (["inbr"] if item_side else [])
 
     @classmethod
-    def prepare_config(cls, config) -> None:
-        """Check (or, for ml-100k, build) the semantic files and register them with RecBole's loader."""
-        from recbole_sracl.semantic.files import register_semantic_files
+    def prepare_config(cls, config) -> dict | None:
+        """Check (or, for ml-100k, build) the semantic files and register them with RecBole's loader.
 
-        register_semantic_files(config, cls.semantic_suffixes(config))
+        Returns what the run trains with, for its result file: the files' hashes and how they were built
+        (``None`` when this configuration reads no semantic file).
+        """
+        from recbole_sracl.semantic.files import register_semantic_files, used_files
+
+        suffixes = cls.semantic_suffixes(config)
+        manifest = register_semantic_files(config, suffixes)
+        return None if manifest is None else used_files(manifest, suffixes)
 
     @classmethod
     def build_train_augmenter(cls, config, train_dataset):

@@ -269,6 +269,17 @@ def describe_difference(built: dict[str, Any], current: dict[str, Any]) -> str:
     return ", ".join(changes) or "the dataset fingerprint changed"
 
 
+def used_files(manifest: dict[str, Any], suffixes: Sequence[str]) -> dict[str, Any]:
+    """The part of a manifest that identifies what a run read: when and how the files were built, and the
+    sha256 of each file with one of ``suffixes``."""
+    return {
+        "created": manifest.get("created"),
+        "options": manifest.get("options"),
+        "files": {name: entry["sha256"] for name, entry in manifest["files"].items()
+                  if name.rsplit(".", 1)[-1] in suffixes},
+    }
+
+
 def register_semantic_files(config: Any, suffixes: Sequence[str]) -> dict[str, Any] | None:
     """Check (or build, for auto-build datasets) the semantic files and tell RecBole to load them.
 
