@@ -220,6 +220,9 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_random_pool", ("--substitution_pool=random",)),
         ("SRACL_wo_LCS_cooc_pool", ("--alpha=0", "--substitution_pool=cooccurrence")),
         ("SRACL_cooc_pool", ("--substitution_pool=cooccurrence",))]
+    assert [(v.name, v.overrides) for v in expand(["negatives"])] == [
+        ("SRACL_cs_symmetric", ("--cs_negatives=symmetric",)),
+        ("SRACL_wo_LIS_cs_symmetric", ("--cs_negatives=symmetric", "--beta=0"))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])
 

@@ -63,6 +63,11 @@ VARIANTS: dict[str, Variant] = {
                 description="w/o L_CS, co-occurrence substitution candidates"),
         Variant("SRACL_cooc_pool", "SRACL", ("--substitution_pool=cooccurrence",),
                 description="co-occurrence substitution candidates"),
+        # L_CS with the official code's negatives (the other 2N-2 anchors and positives) instead of eq. (10)'s N-1
+        Variant("SRACL_cs_symmetric", "SRACL", ("--cs_negatives=symmetric",),
+                description="L_CS negatives: the other 2N-2 vectors (official code)"),
+        Variant("SRACL_wo_LIS_cs_symmetric", "SRACL", ("--cs_negatives=symmetric", "--beta=0"),
+                description="w/o L_IS, L_CS negatives: the other 2N-2 vectors (official code)"),
         # L_CS per training prefix, as the official code (one semantic embedding per training row)
         Variant("SRACL_prefix", "SRACL", ("--user_granularity=prefix",), description="L_CS per training prefix"),
         Variant("SRACL_prefix_wo_LIS", "SRACL", ("--user_granularity=prefix", "--beta=0"),
@@ -86,6 +91,7 @@ GROUPS: dict[str, list[str]] = {
     "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
     "pool": ["SRACL_wo_LCS_random_pool", "SRACL_random_pool", "SRACL_wo_LCS_cooc_pool", "SRACL_cooc_pool"],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
+    "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric"],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }
 
