@@ -222,7 +222,10 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_cooc_pool", ("--substitution_pool=cooccurrence",))]
     assert [(v.name, v.overrides) for v in expand(["negatives"])] == [
         ("SRACL_cs_symmetric", ("--cs_negatives=symmetric",)),
-        ("SRACL_wo_LIS_cs_symmetric", ("--cs_negatives=symmetric", "--beta=0"))]
+        ("SRACL_wo_LIS_cs_symmetric", ("--cs_negatives=symmetric", "--beta=0")),
+        ("SRACL_cs_symmetric_online", ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique")),
+        ("SRACL_wo_LIS_cs_symmetric_online",
+         ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique", "--beta=0"))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])
 

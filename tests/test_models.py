@@ -124,6 +124,24 @@ def test_invalid_sracl_values_fail_before_loading_data(override, message, tmp_pa
         run("SRACL", "no-such-dataset", argv=[f"--data_path={tmp_path}", override])
 
 
+@pytest.mark.parametrize(
+    ("alpha", "negatives", "encoding", "warns"),
+    [(0.1, "symmetric", "cached", True), (0.1, "symmetric", "no_grad", True),
+     (0.1, "symmetric", "online_unique", False), (0.1, "symmetric", "online", False),
+     (0.1, "batch", "cached", False), (0, "symmetric", "cached", False)],
+)
+def test_sracl_warns_about_the_diverging_l_cs_setting(alpha, negatives, encoding, warns):
+    from recbole_sracl.model.sracl import divergence_warning
+
+    message = divergence_warning({"alpha": alpha, "cs_negatives": negatives, "neighbour_encoding": encoding})
+    if warns:
+        assert message.startswith(f"SRACL: cs_negatives=symmetric with neighbour_encoding={encoding} diverges")
+        assert message.endswith("set neighbour_encoding=online_unique (gradients through the positives, as the "
+                                "official code) or cs_negatives=batch")
+    else:
+        assert message is None
+
+
 def test_invalid_baseline_values(tmp_path):
     with pytest.raises(ConfigError, match="contrast must be one of"):
         run("DuoRec", "x", argv=[f"--data_path={tmp_path}", "--contrast=both"])

@@ -68,6 +68,12 @@ VARIANTS: dict[str, Variant] = {
                 description="L_CS negatives: the other 2N-2 vectors (official code)"),
         Variant("SRACL_wo_LIS_cs_symmetric", "SRACL", ("--cs_negatives=symmetric", "--beta=0"),
                 description="w/o L_IS, L_CS negatives: the other 2N-2 vectors (official code)"),
+        # the official code's L_CS as a whole: 2N-2 negatives and gradients through the synthesized positives
+        Variant("SRACL_cs_symmetric_online", "SRACL", ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique"),
+                description="L_CS negatives: the other 2N-2 vectors, positives encoded with gradients (official code)"),
+        Variant("SRACL_wo_LIS_cs_symmetric_online", "SRACL",
+                ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique", "--beta=0"),
+                description="w/o L_IS, L_CS negatives: the other 2N-2 vectors, positives encoded with gradients"),
         # L_CS per training prefix, as the official code (one semantic embedding per training row)
         Variant("SRACL_prefix", "SRACL", ("--user_granularity=prefix",), description="L_CS per training prefix"),
         Variant("SRACL_prefix_wo_LIS", "SRACL", ("--user_granularity=prefix", "--beta=0"),
@@ -91,7 +97,8 @@ GROUPS: dict[str, list[str]] = {
     "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
     "pool": ["SRACL_wo_LCS_random_pool", "SRACL_random_pool", "SRACL_wo_LCS_cooc_pool", "SRACL_cooc_pool"],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
-    "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric"],
+    "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
+                  "SRACL_wo_LIS_cs_symmetric_online"],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }
 

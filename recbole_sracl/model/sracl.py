@@ -26,6 +26,8 @@ Inference uses the backbone only. Semantic files (``.uemb``, ``.unbr``, ``.inbr`
 
 from __future__ import annotations
 
+from logging import getLogger
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -56,6 +58,23 @@ SUPPORTED_BACKBONES = ("SASRec", "GRU4Rec", "DuoRec", "CL4SRec")
 SYNTHESIZERS = ("learnable", "uniform", "mean")
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 CS_NEGATIVES = ("batch", "symmetric")
+GRADIENT_FREE_ENCODINGS = ("cached", "no_grad")  # synthesized positives carry no gradient
+
+
+def divergence_warning(config) -> str | None:
+    """Why this configuration's L_CS is known to diverge (to log before training), or ``None``.
+
+    With ``cs_negatives: symmetric`` the positive-positive similarities sit in the InfoNCE denominator; when the
+    positives carry no gradient nothing keeps them down and L_CS grows every epoch (Amazon_Office:
+    benchmarks/README.md item 16).
+    """
+    if config["alpha"] > 0 and config["cs_negatives"] == "symmetric" \
+            and config["neighbour_encoding"] in GRADIENT_FREE_ENCODINGS:
+        return (f"SRACL: cs_negatives=symmetric with neighbour_encoding={config['neighbour_encoding']} diverges "
+                "(the positive-positive terms get no gradient; on Amazon_Office L_CS grew every epoch and test "
+                "NDCG@20 fell 28%): set neighbour_encoding=online_unique (gradients through the positives, "
+                "as the official code) or cs_negatives=batch")
+    return None
 SUBSTITUTION_POOLS = ("semantic", "random", "cooccurrence")
 
 
@@ -159,6 +178,9 @@ class SRACL(SequentialRecommender):
         self.cs_negatives = config["cs_negatives"]
         self.per_prefix = config["user_granularity"] == "prefix"
         self.steps_since_refresh = 0
+        warning = divergence_warning(config)
+        if warning is not None:
+            getLogger(__name__).warning(warning)
         if self.alpha > 0:
             self._init_cross_sequence(config, dataset)
 
