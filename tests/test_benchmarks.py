@@ -226,6 +226,9 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_cs_symmetric_online", ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique")),
         ("SRACL_wo_LIS_cs_symmetric_online",
          ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique", "--beta=0"))]
+    assert [(v.name, v.overrides) for v in expand(["anchor"])] == [
+        ("SRACL_cs_anchor_separate", ("--cs_anchor=separate",)),
+        ("SRACL_wo_LIS_cs_anchor_separate", ("--cs_anchor=separate", "--beta=0"))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])
 

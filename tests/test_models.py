@@ -86,22 +86,57 @@ def test_sracl_substitution_pools_train_without_semantic_files(pool, tiny_root, 
     check_result(result)
 
 
-def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
-    # the losses logged per epoch: backbone CE, alpha * L_CS, beta * L_IS
+def sracl_with_batch(semantic_copy, tiny_yaml, *extra):
+    """An SRACL model on the tiny dataset and its first training batch."""
     from recbole_sracl.data.utils import create_dataset, data_preparation
     from recbole_sracl.model.sracl import SRACL
     from recbole_sracl.quick_start import build_config
 
-    config = build_config("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy))
+    config = build_config("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy, *extra))
     SRACL.prepare_config(config)
     train, _, _ = data_preparation(config, create_dataset(config), SRACL.build_train_augmenter)
-    model = SRACL(config, train._dataset)
-    batch = next(iter(train))
+    return SRACL(config, train._dataset), next(iter(train))
+
+
+def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
+    # the losses logged per epoch: backbone CE, alpha * L_CS, beta * L_IS
+    model, batch = sracl_with_batch(semantic_copy, tiny_yaml)
     losses = model.calculate_loss(batch)
     assert len(losses) == 3 and all(torch.isfinite(loss) for loss in losses)
     # inference is the backbone alone
     model.eval()
     assert torch.equal(model.full_sort_predict(batch), model.backbone.full_sort_predict(batch))
+
+
+@pytest.mark.parametrize("cs_anchor", ["shared", "separate"])
+def test_sracl_cs_anchor_is_the_ce_encoding_or_a_second_pass(cs_anchor, semantic_copy, tiny_yaml, monkeypatch):
+    # shared: L_CS contrasts the very tensor the next-item loss used; separate: a second pass over the same
+    # sequences, different under dropout and equal without it
+    from recbole_sracl.model import sracl
+
+    seen = {}
+    next_item_loss, cross_sequence_loss = sracl.recommendation_loss, sracl.SRACL.cross_sequence_loss
+
+    def spy_next_item_loss(model, interaction, seq_output):
+        seen["ce"] = seq_output
+        return next_item_loss(model, interaction, seq_output)
+
+    def spy_cross_sequence_loss(model, anchors, seq_output):
+        seen["cs"] = seq_output
+        return cross_sequence_loss(model, anchors, seq_output)
+
+    monkeypatch.setattr(sracl, "recommendation_loss", spy_next_item_loss)
+    monkeypatch.setattr(sracl.SRACL, "cross_sequence_loss", spy_cross_sequence_loss)
+    for dropout in (0.5, 0.0):
+        model, batch = sracl_with_batch(semantic_copy, tiny_yaml, "--beta=0", f"--cs_anchor={cs_anchor}",
+                                        f"--hidden_dropout_prob={dropout}", f"--attn_dropout_prob={dropout}")
+        model.calculate_loss(batch)
+        if cs_anchor == "shared":
+            assert seen["cs"] is seen["ce"]
+        elif dropout:
+            assert seen["cs"].shape == seen["ce"].shape and not torch.allclose(seen["cs"], seen["ce"])
+        else:
+            assert seen["cs"] is not seen["ce"] and torch.allclose(seen["cs"], seen["ce"], atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +152,7 @@ def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
         ("--user_granularity=session", "user_granularity must be one of"),
         ("--prefix_same_user=1", "prefix_same_user must be True or False"),
         ("--substitution_pool=popular", "substitution_pool must be one of"),
+        ("--cs_anchor=both", "cs_anchor must be one of"),
     ],
 )
 def test_invalid_sracl_values_fail_before_loading_data(override, message, tmp_path):

@@ -74,6 +74,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("SRACL_wo_LIS_cs_symmetric_online", "SRACL",
                 ("--cs_negatives=symmetric", "--neighbour_encoding=online_unique", "--beta=0"),
                 description="w/o L_IS, L_CS negatives: the other 2N-2 vectors, positives encoded with gradients"),
+        # L_CS's anchor from a second forward pass (own dropout mask), as the official code
+        Variant("SRACL_cs_anchor_separate", "SRACL", ("--cs_anchor=separate",),
+                description="L_CS anchor encoded in a second forward pass (official code)"),
+        Variant("SRACL_wo_LIS_cs_anchor_separate", "SRACL", ("--cs_anchor=separate", "--beta=0"),
+                description="w/o L_IS, L_CS anchor encoded in a second forward pass (official code)"),
         # L_CS per training prefix, as the official code (one semantic embedding per training row)
         Variant("SRACL_prefix", "SRACL", ("--user_granularity=prefix",), description="L_CS per training prefix"),
         Variant("SRACL_prefix_wo_LIS", "SRACL", ("--user_granularity=prefix", "--beta=0"),
@@ -99,6 +104,7 @@ GROUPS: dict[str, list[str]] = {
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
     "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
                   "SRACL_wo_LIS_cs_symmetric_online"],
+    "anchor": ["SRACL_cs_anchor_separate", "SRACL_wo_LIS_cs_anchor_separate"],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }
 

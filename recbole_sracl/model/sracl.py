@@ -10,7 +10,8 @@ Training loss (paper eq. 15, section 5.3 for other backbones)::
 - ``L_CS`` (cross-sequence, eq. 7-10): for user u with semantic embedding e_u and retrieved neighbours N_u,
   p = softmax_{u'}(LeakyReLU(a^T [W e_u || W e_u'])) (dropout on p as in the official code), the positive is
   h_u+ = sum_u' p_u,u' h_u' with h_u' the backbone's encoding of u''s training sequence, and InfoNCE uses the
-  other synthesized positives of the batch as negatives. ``user_granularity: prefix`` does the same per
+  other synthesized positives of the batch as negatives (``cs_negatives: symmetric`` and ``cs_anchor: separate``
+  give the official code's 2N-2 negatives and its second forward pass for h_u). ``user_granularity: prefix`` does the same per
   training prefix, as the official code does: each training row has its own semantic embedding and its
   neighbours are other training prefixes (of any user, the same one included), encoded from their own items.
 - ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
@@ -58,6 +59,7 @@ SUPPORTED_BACKBONES = ("SASRec", "GRU4Rec", "DuoRec", "CL4SRec")
 SYNTHESIZERS = ("learnable", "uniform", "mean")
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 CS_NEGATIVES = ("batch", "symmetric")
+CS_ANCHORS = ("shared", "separate")
 GRADIENT_FREE_ENCODINGS = ("cached", "no_grad")  # synthesized positives carry no gradient
 
 
@@ -109,6 +111,8 @@ class SRACL(SequentialRecommender):
                 f"SRACL: neighbour_encoding must be one of {NEIGHBOUR_ENCODINGS}, got {config['neighbour_encoding']!r}")
         require(config["cs_negatives"] in CS_NEGATIVES,
                 f"SRACL: cs_negatives must be one of {CS_NEGATIVES}, got {config['cs_negatives']!r}")
+        require(config["cs_anchor"] in CS_ANCHORS,
+                f"SRACL: cs_anchor must be one of {CS_ANCHORS}, got {config['cs_anchor']!r}")
         require(config["user_granularity"] in USER_GRANULARITIES,
                 f"SRACL: user_granularity must be one of {USER_GRANULARITIES}, got {config['user_granularity']!r}")
         require(isinstance(config["prefix_same_user"], bool),
@@ -176,6 +180,7 @@ class SRACL(SequentialRecommender):
         self.neighbour_sample = config["neighbour_sample"]
         self.cache_refresh_steps = config["cache_refresh_steps"]
         self.cs_negatives = config["cs_negatives"]
+        self.separate_cs_anchor = self.alpha > 0 and config["cs_anchor"] == "separate"
         self.per_prefix = config["user_granularity"] == "prefix"
         self.steps_since_refresh = 0
         warning = divergence_warning(config)
@@ -339,12 +344,15 @@ class SRACL(SequentialRecommender):
         batches = [(item_seq, item_len)]
         if self.beta > 0:
             batches += [(interaction[SUBSTITUTED_SEQ[0]], item_len), (interaction[SUBSTITUTED_SEQ[1]], item_len)]
+        if self.separate_cs_anchor:  # the same sequences again: L_CS's anchor gets its own dropout mask
+            batches.append((item_seq, item_len))
         outputs = encode_together(self.backbone.forward, batches)
         seq_output = outputs[0]
         losses = list(recommendation_loss(self.backbone, interaction, seq_output))
         if self.alpha > 0:
             anchors = interaction[TRAIN_ROW] + 1 if self.per_prefix else interaction[self.USER_ID]
-            losses.append(self.alpha * self.cross_sequence_loss(anchors, seq_output))
+            cs_anchor = outputs[-1] if self.separate_cs_anchor else seq_output
+            losses.append(self.alpha * self.cross_sequence_loss(anchors, cs_anchor))
         if self.beta > 0:
             losses.append(self.beta * info_nce(outputs[1], outputs[2], self.tau, self.sim, "symmetric"))
         return tuple(losses)
