@@ -11,9 +11,10 @@ Training loss (paper eq. 15, section 5.3 for other backbones)::
   p = softmax_{u'}(LeakyReLU(a^T [W e_u || W e_u'])) (dropout on p as in the official code), the positive is
   h_u+ = sum_u' p_u,u' h_u' with h_u' the backbone's encoding of u''s training sequence, and InfoNCE uses the
   other synthesized positives of the batch as negatives (``cs_negatives: symmetric`` and ``cs_anchor: separate``
-  give the official code's 2N-2 negatives and its second forward pass for h_u). ``user_granularity: prefix`` does the same per
-  training prefix, as the official code does: each training row has its own semantic embedding and its
-  neighbours are other training prefixes (of any user, the same one included), encoded from their own items.
+  give the official code's 2N-2 negatives and its second forward pass for h_u). ``user_granularity: prefix``
+  does the same per training prefix, as the official code does: each training row has its own semantic
+  embedding and its neighbours are other training prefixes (of any user, the same one included), encoded from
+  their own items.
 - ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
   ``substitution_rate`` by one of its k semantic neighbours (a train-time batch augmenter); InfoNCE with the
   other 2N-2 views as negatives. ``substitution_pool: random`` swaps the semantic neighbours for k random items
@@ -61,6 +62,7 @@ NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 CS_NEGATIVES = ("batch", "symmetric")
 CS_ANCHORS = ("shared", "separate")
 GRADIENT_FREE_ENCODINGS = ("cached", "no_grad")  # synthesized positives carry no gradient
+SUBSTITUTION_POOLS = ("semantic", "random", "cooccurrence")
 
 
 def divergence_warning(config) -> str | None:
@@ -77,7 +79,6 @@ def divergence_warning(config) -> str | None:
                 "NDCG@20 fell 28%): set neighbour_encoding=online_unique (gradients through the positives, "
                 "as the official code) or cs_negatives=batch")
     return None
-SUBSTITUTION_POOLS = ("semantic", "random", "cooccurrence")
 
 
 class SRACL(SequentialRecommender):
