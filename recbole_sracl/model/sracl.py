@@ -75,9 +75,9 @@ def divergence_warning(config) -> str | None:
     if config["alpha"] > 0 and config["cs_negatives"] == "symmetric" \
             and config["neighbour_encoding"] in GRADIENT_FREE_ENCODINGS:
         return (f"SRACL: cs_negatives=symmetric with neighbour_encoding={config['neighbour_encoding']} diverges "
-                "(the positive-positive terms get no gradient; on Amazon_Office L_CS grew every epoch and test "
-                "NDCG@20 fell 28%): set neighbour_encoding=online_unique (gradients through the positives, "
-                "as the official code) or cs_negatives=batch")
+                "(the positive-positive terms get no gradient; on Amazon_Office L_CS grew every epoch with both "
+                "cached and no_grad, and with cached test NDCG@20 fell 28%): set neighbour_encoding=online_unique "
+                "(gradients through the positives, as the official code) or cs_negatives=batch")
     return None
 
 
