@@ -18,7 +18,7 @@ from __future__ import annotations
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_sracl.data.augmenters import SAME_TARGET_LEN, SAME_TARGET_SEQ, SameTargetAugmenter
-from recbole_sracl.model.layers import check_contrastive_config, encode_together, info_nce, require
+from recbole_sracl.model.layers import check_contrastive_config, encode_together, info_nce, require_choice
 
 CONTRASTS = ("un", "su", "us", "us_x")
 
@@ -29,8 +29,7 @@ class DuoRec(SASRec):
     @classmethod
     def validate_config(cls, config) -> None:
         check_contrastive_config(config, "DuoRec", ["lmd", "lmd_sem"])
-        require(config["contrast"] in CONTRASTS,
-                f"DuoRec: contrast must be one of {CONTRASTS}, got {config['contrast']!r}")
+        require_choice(config, "DuoRec", "contrast", CONTRASTS)
 
     @classmethod
     def build_train_augmenter(cls, config, train_dataset):

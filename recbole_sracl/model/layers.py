@@ -86,6 +86,11 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def require_choice(config, model: str, key: str, choices: Sequence[str]) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` and its allowed values unless ``config[key]`` is one of them."""
+    require(config[key] in choices, f"{model}: {key} must be one of {choices}, got {config[key]!r}")
+
+
 def check_contrastive_config(config, model: str, weights: Sequence[str]) -> None:
     """Validate the keys every contrastive model shares: loss weights, temperature, similarity."""
     for key in weights:
@@ -96,7 +101,7 @@ def check_contrastive_config(config, model: str, weights: Sequence[str]) -> None
         )
     tau = config["tau"]
     require(isinstance(tau, (int, float)) and tau > 0, f"{model}: tau must be a number > 0, got {tau!r}")
-    require(config["sim"] in SIMILARITIES, f"{model}: sim must be one of {SIMILARITIES}, got {config['sim']!r}")
+    require_choice(config, model, "sim", SIMILARITIES)
     require(
         config["loss_type"] == "CE",
         f"{model}: loss_type must be CE (cross-entropy over all items, as in the paper), got {config['loss_type']!r}",

@@ -53,6 +53,7 @@ from recbole_sracl.model.layers import (
     info_nce,
     recommendation_loss,
     require,
+    require_choice,
 )
 from recbole_sracl.utils import get_model
 
@@ -93,29 +94,21 @@ class SRACL(SequentialRecommender):
     def validate_config(cls, config) -> None:
         """Check every SRA-CL key (and the backbone's) before any data is loaded."""
         check_contrastive_config(config, "SRACL", ["alpha", "beta"])
-        backbone = config["backbone"]
-        require(backbone in SUPPORTED_BACKBONES,
-                f"SRACL: backbone must be one of {SUPPORTED_BACKBONES}, got {backbone!r}")
+        require_choice(config, "SRACL", "backbone", SUPPORTED_BACKBONES)
         k = config["k"]
         require(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"SRACL: k must be an integer >= 1, got {k!r}")
         rate = config["substitution_rate"]
         require(isinstance(rate, (int, float)) and 0 <= rate <= 1,
                 f"SRACL: substitution_rate must be between 0 and 1, got {rate!r}")
-        require(config["substitution_pool"] in SUBSTITUTION_POOLS,
-                f"SRACL: substitution_pool must be one of {SUBSTITUTION_POOLS}, got {config['substitution_pool']!r}")
-        require(config["synthesizer"] in SYNTHESIZERS,
-                f"SRACL: synthesizer must be one of {SYNTHESIZERS}, got {config['synthesizer']!r}")
+        require_choice(config, "SRACL", "substitution_pool", SUBSTITUTION_POOLS)
+        require_choice(config, "SRACL", "synthesizer", SYNTHESIZERS)
         dropout = config["synthesizer_dropout"]
         require(isinstance(dropout, (int, float)) and 0 <= dropout < 1,
                 f"SRACL: synthesizer_dropout must be in [0, 1), got {dropout!r}")
-        require(config["neighbour_encoding"] in NEIGHBOUR_ENCODINGS,
-                f"SRACL: neighbour_encoding must be one of {NEIGHBOUR_ENCODINGS}, got {config['neighbour_encoding']!r}")
-        require(config["cs_negatives"] in CS_NEGATIVES,
-                f"SRACL: cs_negatives must be one of {CS_NEGATIVES}, got {config['cs_negatives']!r}")
-        require(config["cs_anchor"] in CS_ANCHORS,
-                f"SRACL: cs_anchor must be one of {CS_ANCHORS}, got {config['cs_anchor']!r}")
-        require(config["user_granularity"] in USER_GRANULARITIES,
-                f"SRACL: user_granularity must be one of {USER_GRANULARITIES}, got {config['user_granularity']!r}")
+        require_choice(config, "SRACL", "neighbour_encoding", NEIGHBOUR_ENCODINGS)
+        require_choice(config, "SRACL", "cs_negatives", CS_NEGATIVES)
+        require_choice(config, "SRACL", "cs_anchor", CS_ANCHORS)
+        require_choice(config, "SRACL", "user_granularity", USER_GRANULARITIES)
         require(isinstance(config["prefix_same_user"], bool),
                 f"SRACL: prefix_same_user must be True or False, got {config['prefix_same_user']!r}")
         sample = config["neighbour_sample"]
@@ -123,7 +116,7 @@ class SRACL(SequentialRecommender):
                 f"SRACL: neighbour_sample must be an integer between 0 and k={k}, got {sample!r}")
         refresh = config["cache_refresh_steps"]
         require(isinstance(refresh, int) and refresh >= 0, f"SRACL: cache_refresh_steps must be >= 0, got {refresh!r}")
-        validate_backbone = getattr(get_model(backbone), "validate_config", None)
+        validate_backbone = getattr(get_model(config["backbone"]), "validate_config", None)
         if validate_backbone is not None:
             validate_backbone(config)
 
