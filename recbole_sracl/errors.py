@@ -4,6 +4,10 @@ The command-line entry points print these without a traceback and exit with stat
 Anything else that escapes is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from typing import Sequence
+
 
 class SRACLError(Exception):
     """Base class for errors caused by user input (files, config values, servers)."""
@@ -23,3 +27,9 @@ class SemanticFilesError(SRACLError):
 
 class LLMError(SRACLError):
     """The LLM server could not be used (unreachable, wrong key, too many failures)."""
+
+
+def require_one_of(name: str, value: object, choices: Sequence[object], error: type[Exception] = ConfigError) -> None:
+    """Raise ``error`` naming ``name`` and its allowed values unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise error(f"{name} must be one of {tuple(choices)}, got {value!r}")

@@ -180,6 +180,28 @@ def test_approximate_indexes_have_high_recall():
     assert recall_against(exact, top_k_neighbours(vectors, 10, "ivf")) > 0.6
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"llm": "gpt"}, "--llm must be one of ('none', 'openai'), got 'gpt'"),
+        ({"long_text": "wrap"}, "--long_text must be one of ('truncate', 'chunk_mean'), got 'wrap'"),
+        ({"user_granularity": "session"}, "--user_granularity must be one of ('user', 'prefix'), got 'session'"),
+    ],
+)
+def test_semantic_choices_are_refused_with_their_allowed_values(options, message):
+    from recbole_sracl.semantic.build import BuildOptions
+
+    with pytest.raises(ConfigError) as caught:
+        BuildOptions(**options).validate()
+    assert str(caught.value) == message
+
+
+def test_unknown_faiss_index_is_refused_with_the_allowed_values():
+    vectors = np.eye(3, dtype=np.float32)
+    with pytest.raises(ConfigError, match=r"semantic_index must be one of \('flat', 'hnsw', 'ivf'\), got 'lsh'"):
+        top_k_neighbours(vectors, 1, "lsh")
+
+
 def test_embedding_and_neighbour_files_round_trip(tmp_path):
     vectors = np.random.default_rng(2).normal(size=(5, 7)).astype(np.float32)
     files.write_embedding_file(tmp_path / "x.uemb", "uemb", list("abcde"), vectors)

