@@ -29,15 +29,14 @@ def info_nce(
         ``batch``: one-sided form of SRA-CL eq. (10). ``anchor[i]`` has ``positive[i]`` as positive and the
         other N-1 rows of ``positive`` as negatives.
     """
+    require_one_of("similarity", similarity, SIMILARITIES, ValueError)
+    require_one_of("negatives", negatives, NEGATIVES, ValueError)
     if similarity == "cos":
         anchor, positive = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1)
-    else:
-        require_one_of("similarity", similarity, SIMILARITIES, ValueError)
     count = anchor.size(0)
     if negatives == "batch":
         logits = anchor @ positive.T / temperature
         return F.cross_entropy(logits, torch.arange(count, device=anchor.device))
-    require_one_of("negatives", negatives, NEGATIVES, ValueError)
     both = torch.cat([anchor, positive], dim=0)
     logits = both @ both.T / temperature
     logits = logits.masked_fill(torch.eye(2 * count, dtype=torch.bool, device=both.device), float("-inf"))
