@@ -165,6 +165,24 @@ def test_cooccurrence_pool_breaks_ties_by_id_and_never_holds_the_item_itself():
     assert counts.tolist() == [0, 2, 2, 2]
 
 
+def test_buyers_by_item_turns_histories_around_and_feeds_user_cooccurrence():
+    import numpy as np
+
+    from recbole_sracl.data.sequences import buyers_by_item
+
+    # user 4 buys item 2 twice (listed once); item 6 is bought by nobody (absent)
+    histories = {1: np.array([1, 2, 3]), 2: np.array([1, 2]), 3: np.array([3, 4]), 4: np.array([2, 2, 5])}
+    buyers = buyers_by_item(histories)
+    assert {item: users.tolist() for item, users in buyers.items()} == {
+        1: [1, 2], 2: [1, 2, 4], 3: [1, 3], 4: [3], 5: [4]}
+    assert buyers_by_item({}) == {}
+    # user-user cosine over items: items per user 1 -> 3, 2 -> 2, 3 -> 2, 4 -> 2 (2 and 5)
+    # user 1: 2 (2 shared / sqrt(6) = .816) > 3 and 4 (1/sqrt(6) = .408, tie -> smaller id); user 3: only 1 shares
+    table, counts = augment.cooccurrence_pool(buyers, 5, 2)
+    assert table.tolist() == [[0, 0], [2, 3], [1, 4], [1, 0], [2, 1]]
+    assert counts.tolist() == [0, 2, 2, 1, 2]
+
+
 def test_same_target_partner_has_the_same_target_and_is_another_row():
     targets = torch.tensor([7, 3, 7, 5, 3, 7])
     index = augment.same_target_index(targets)

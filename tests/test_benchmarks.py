@@ -220,6 +220,11 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_random_pool", ("--substitution_pool=random",)),
         ("SRACL_wo_LCS_cooc_pool", ("--alpha=0", "--substitution_pool=cooccurrence")),
         ("SRACL_cooc_pool", ("--substitution_pool=cooccurrence",))]
+    assert [(v.name, v.overrides, v.uses_semantic_files) for v in expand(["userpool"])] == [
+        ("SRACL_wo_LIS_random_users", ("--beta=0", "--user_pool=random"), True),
+        ("SRACL_wo_LIS_cooc_users", ("--beta=0", "--user_pool=cooccurrence"), True),
+        ("SRACL_random_users", ("--user_pool=random",), True),
+        ("SRACL_cooc_users", ("--user_pool=cooccurrence",), True)]
     assert [(v.name, v.overrides) for v in expand(["negatives"])] == [
         ("SRACL_cs_symmetric", ("--cs_negatives=symmetric",)),
         ("SRACL_wo_LIS_cs_symmetric", ("--cs_negatives=symmetric", "--beta=0")),

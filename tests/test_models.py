@@ -86,8 +86,8 @@ def test_sracl_substitution_pools_train_without_semantic_files(pool, tiny_root, 
     check_result(result)
 
 
-def sracl_with_batch(semantic_copy, tiny_yaml, *extra):
-    """An SRACL model on the tiny dataset and its first training batch."""
+def sracl_with_training_data(semantic_copy, tiny_yaml, *extra):
+    """An SRACL model on the tiny dataset, its first training batch and its training dataset."""
     from recbole_sracl.data.utils import create_dataset, data_preparation
     from recbole_sracl.model.sracl import SRACL
     from recbole_sracl.quick_start import build_config
@@ -95,7 +95,12 @@ def sracl_with_batch(semantic_copy, tiny_yaml, *extra):
     config = build_config("SRACL", "tiny", [str(tiny_yaml)], argv=tiny_overrides(semantic_copy, *extra))
     SRACL.prepare_config(config)
     train, _, _ = data_preparation(config, create_dataset(config), SRACL.build_train_augmenter)
-    return SRACL(config, train._dataset), next(iter(train))
+    return SRACL(config, train._dataset), next(iter(train)), train._dataset
+
+
+def sracl_with_batch(semantic_copy, tiny_yaml, *extra):
+    """An SRACL model on the tiny dataset and its first training batch."""
+    return sracl_with_training_data(semantic_copy, tiny_yaml, *extra)[:2]
 
 
 def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
@@ -106,6 +111,25 @@ def test_sracl_losses_match_the_enabled_terms(semantic_copy, tiny_yaml):
     # inference is the backbone alone
     model.eval()
     assert torch.equal(model.full_sort_predict(batch), model.backbone.full_sort_predict(batch))
+
+
+@pytest.mark.parametrize("pool", ["random", "cooccurrence"])
+def test_sracl_user_pools_replace_the_retrieved_users_and_need_no_unbr(pool, semantic_copy, tiny_yaml):
+    # the L_CS candidates come from the control pool; the synthesizer still reads .uemb, .unbr is not needed
+    from recbole_sracl.data.augment import cooccurrence_pool, random_pool
+    from recbole_sracl.data.sequences import buyers_by_item, training_histories
+
+    (semantic_copy / "tiny" / "tiny.unbr").unlink()
+    model, batch, train = sracl_with_training_data(semantic_copy, tiny_yaml, "--beta=0", f"--user_pool={pool}", "--k=3",
+                                                   "--seed=7")
+    num_users = model.anchor_sequences.size(0)
+    if pool == "random":
+        expected, counts = random_pool(num_users, 3, torch.Generator().manual_seed(7))
+    else:
+        expected, counts = cooccurrence_pool(buyers_by_item(training_histories(train)), num_users, 3)
+    assert torch.equal(model.anchor_neighbours, expected) and torch.equal(model.anchor_neighbour_count, counts)
+    assert model.anchor_semantic.shape[0] == num_users and counts[1:].min() >= 1
+    assert all(torch.isfinite(loss) for loss in model.calculate_loss(batch))
 
 
 @pytest.mark.parametrize("cs_anchor", ["shared", "separate"])
@@ -153,11 +177,13 @@ def test_sracl_cs_anchor_is_the_ce_encoding_or_a_second_pass(cs_anchor, semantic
         ("--prefix_same_user=1", "prefix_same_user must be True or False"),
         ("--substitution_pool=popular", "substitution_pool must be one of"),
         ("--cs_anchor=both", "cs_anchor must be one of"),
+        ("--user_pool=popular", "user_pool must be one of"),
+        ("--user_pool=random --user_granularity=prefix", "user_pool=random needs user_granularity=user"),
     ],
 )
 def test_invalid_sracl_values_fail_before_loading_data(override, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
-        run("SRACL", "no-such-dataset", argv=[f"--data_path={tmp_path}", override])
+        run("SRACL", "no-such-dataset", argv=[f"--data_path={tmp_path}", *override.split()])
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,11 @@ VARIANTS: dict[str, Variant] = {
                 description="w/o L_CS, co-occurrence substitution candidates"),
         Variant("SRACL_cooc_pool", "SRACL", ("--substitution_pool=cooccurrence",),
                 description="co-occurrence substitution candidates"),
+        # controls for L_CS: k random users, or the k users sharing most training items, instead of the k retrieved
+        *[Variant(f"SRACL{ablation}_{short}_users", "SRACL", (*overrides, f"--user_pool={pool}"),
+                  description=f"{label}{pool} L_CS candidates")
+          for ablation, overrides, label in (("_wo_LIS", ("--beta=0",), "w/o L_IS, "), ("", (), ""))
+          for short, pool in (("random", "random"), ("cooc", "cooccurrence"))],
         # L_CS with the official code's negatives (the other 2N-2 anchors and positives) instead of eq. (10)'s N-1
         Variant("SRACL_cs_symmetric", "SRACL", ("--cs_negatives=symmetric",),
                 description="L_CS negatives: the other 2N-2 vectors (official code)"),
@@ -101,6 +106,7 @@ GROUPS: dict[str, list[str]] = {
     "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
     "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
     "pool": ["SRACL_wo_LCS_random_pool", "SRACL_random_pool", "SRACL_wo_LCS_cooc_pool", "SRACL_cooc_pool"],
+    "userpool": ["SRACL_wo_LIS_random_users", "SRACL_wo_LIS_cooc_users", "SRACL_random_users", "SRACL_cooc_users"],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
     "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
                   "SRACL_wo_LIS_cs_symmetric_online"],

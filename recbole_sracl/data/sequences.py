@@ -31,6 +31,18 @@ def training_histories(train_dataset: Any) -> dict[int, np.ndarray]:
     }
 
 
+def buyers_by_item(histories: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """``{item: the users whose history holds it, ascending, each once}`` from ``{user: items}`` histories.
+
+    Turns :func:`training_histories` around so that item co-occurrence code scores users by shared items.
+    """
+    users = np.concatenate([np.full(len(items), user) for user, items in histories.items()] or [np.zeros(0)])
+    items = np.concatenate(list(histories.values()) or [np.zeros(0)])
+    pairs = np.unique(np.stack([items, users], axis=1).astype(np.int64), axis=0)  # sorted by item, then user
+    starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]) if len(pairs) else np.zeros(0, dtype=int)
+    return {int(pairs[start, 0]): pairs[start:end, 1] for start, end in zip(starts, np.r_[starts[1:], len(pairs)])}
+
+
 USER_GRANULARITIES = ("user", "prefix")  # what SRA-CL's cross-sequence loss retrieves over (``user_granularity``)
 
 

@@ -14,7 +14,9 @@ Training loss (paper eq. 15, section 5.3 for other backbones)::
   give the official code's 2N-2 negatives and its second forward pass for h_u). ``user_granularity: prefix``
   does the same per training prefix, as the official code does: each training row has its own semantic
   embedding and its neighbours are other training prefixes (of any user, the same one included), encoded from
-  their own items.
+  their own items. ``user_pool: random`` swaps each user's k retrieved neighbours for k random users, and
+  ``cooccurrence`` for the k users sharing most training items (controls for what the semantic retrieval brings
+  to L_CS; the synthesizer still scores them with the users' semantic embeddings).
 - ``L_IS`` (intra-sequence, eq. 14): two views in which each item is replaced with probability
   ``substitution_rate`` by one of its k semantic neighbours (a train-time batch augmenter); InfoNCE with the
   other 2N-2 views as negatives. ``substitution_pool: random`` swaps the semantic neighbours for k random items
@@ -39,6 +41,7 @@ from recbole_sracl.data.augment import cooccurrence_pool, random_pool
 from recbole_sracl.data.augmenters import SUBSTITUTED_SEQ, TRAIN_ROW, SubstitutionAugmenter, TrainRowAugmenter, compose
 from recbole_sracl.data.sequences import (
     USER_GRANULARITIES,
+    buyers_by_item,
     neighbour_table,
     prefix_token,
     split_prefix_token,
@@ -64,6 +67,7 @@ CS_NEGATIVES = ("batch", "symmetric")
 CS_ANCHORS = ("shared", "separate")
 GRADIENT_FREE_ENCODINGS = ("cached", "no_grad")  # synthesized positives carry no gradient
 SUBSTITUTION_POOLS = ("semantic", "random", "cooccurrence")
+USER_POOLS = SUBSTITUTION_POOLS  # where L_CS's k neighbours of a user come from (``user_pool``)
 
 
 def divergence_warning(config) -> str | None:
@@ -109,6 +113,10 @@ class SRACL(SequentialRecommender):
         require_choice(config, "SRACL", "cs_negatives", CS_NEGATIVES)
         require_choice(config, "SRACL", "cs_anchor", CS_ANCHORS)
         require_choice(config, "SRACL", "user_granularity", USER_GRANULARITIES)
+        require_choice(config, "SRACL", "user_pool", USER_POOLS)
+        require(config["user_pool"] == "semantic" or config["user_granularity"] == "user",
+                f"SRACL: user_pool={config['user_pool']} needs user_granularity=user (per-prefix neighbours come "
+                "only from the .pnbr file)")
         require(isinstance(config["prefix_same_user"], bool),
                 f"SRACL: prefix_same_user must be True or False, got {config['prefix_same_user']!r}")
         sample = config["neighbour_sample"]
@@ -123,7 +131,10 @@ class SRACL(SequentialRecommender):
     @classmethod
     def semantic_suffixes(cls, config) -> list[str]:
         """The semantic files this configuration trains with (none for alpha = beta = 0)."""
-        cross_sequence = ["pemb", "pnbr"] if config["user_granularity"] == "prefix" else ["uemb", "unbr"]
+        if config["user_granularity"] == "prefix":
+            cross_sequence = ["pemb", "pnbr"]
+        else:  # the synthesizer always reads .uemb; the neighbour lists come from .unbr only with the semantic pool
+            cross_sequence = ["uemb", "unbr"] if config["user_pool"] == "semantic" else ["uemb"]
         item_side = config["beta"] > 0 and config["substitution_pool"] == "semantic"
         return (cross_sequence if config["alpha"] > 0 else []) + (["inbr"] if item_side else [])
 
@@ -215,8 +226,14 @@ class SRACL(SequentialRecommender):
                 f"python -m recbole_sracl.semantic build --dataset={config['dataset']}"
             )
         semantic = torch.as_tensor(dataset.get_preload_weight("uemb_id"), dtype=torch.float32)
-        neighbours, counts = neighbour_table(dataset, "unbr", num_users, self.k)
-        sequences, lengths = training_sequence_table(training_histories(dataset), num_users, self.max_seq_length)
+        histories = training_histories(dataset)
+        if config["user_pool"] == "random":  # control: same k, no semantics
+            neighbours, counts = random_pool(num_users, self.k, torch.Generator().manual_seed(int(config["seed"])))
+        elif config["user_pool"] == "cooccurrence":  # reference: the users sharing most training items
+            neighbours, counts = cooccurrence_pool(buyers_by_item(histories), num_users, self.k)
+        else:
+            neighbours, counts = neighbour_table(dataset, "unbr", num_users, self.k)
+        sequences, lengths = training_sequence_table(histories, num_users, self.max_seq_length)
         return semantic, neighbours, counts, sequences, lengths
 
     def _prefix_tables(self, config, dataset):
