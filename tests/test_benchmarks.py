@@ -159,21 +159,28 @@ def test_neighbour_report_on_built_files(semantic_copy):
 
     report = neighbour_quality(semantic_copy, "tiny", k=3)
     for kind in ("items", "users", "prefixes"):
-        pools = {"semantic", "random"} | ({"cooccurrence"} if kind == "items" else set())
+        pools = {"semantic", "random"} | ({"cooccurrence"} if kind != "prefixes" else set())
         assert set(report[kind]) == pools and report[kind]["semantic"]["pairs"] > 0
     assert report["items"]["cooccurrence"]["cooccur_rate"] == 1.0  # by construction
+    assert report["users"]["cooccurrence"]["shared_item_rate"] == 1.0
     table = render(report)
     assert "| measure | semantic | random | cooccurrence |" in table and "| items: cooccur rate |" in table
     users_row = next(line for line in table.splitlines() if line.startswith("| users: shared item rate"))
-    assert users_row.endswith(" |  |")  # no co-occurrence pool for users
+    assert users_row.endswith(" | 1.0000 |")
+    prefix_row = next(line for line in table.splitlines() if line.startswith("| prefixes: same user rate"))
+    assert prefix_row.endswith(" |  |")  # no co-occurrence pool for prefixes
 
 
 def test_cooccurrence_lists_by_token():
-    from recbole_sracl.benchmark.neighbours import cooccurrence_lists
+    from recbole_sracl.benchmark.neighbours import buyers, cooccurrence_lists
 
     # tokens sort to rows a=1, b=2, c=3; a-b share u1 and u2, a-c share u1 only (b has 2 buyers, c has 1)
     lists = cooccurrence_lists({"u1": ["c", "a", "b"], "u2": ["b", "a"], "u3": ["d"]}, k=2)
     assert lists == {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"], "d": []}
+    # the same code over users: u1 and u2 share a and b, u3 shares nothing
+    by_item = buyers({"u1": ["c", "a", "b", "a"], "u2": ["b", "a"], "u3": ["d"]})
+    assert by_item == {"c": ["u1"], "a": ["u1", "u2"], "b": ["u1", "u2"], "d": ["u3"]}
+    assert cooccurrence_lists(by_item, k=2) == {"u1": ["u2"], "u2": ["u1"], "u3": []}
 
 
 def test_semantic_throughput_benchmark(semantic_copy, tiny_yaml, tmp_path):

@@ -3,8 +3,8 @@
     python benchmarks/neighbours.py --dataset=Amazon_Office --data_path=/tmp/data --k=10
 
 A diagnostic for "why does L_CS / L_IS help or hurt on my data": for the first ``k`` neighbours of every item
-and user it reports, next to the same numbers for random neighbours (seeded, same sizes) and, for items, for the
-k most co-occurring training items (SRACL's ``substitution_pool: cooccurrence``):
+and user it reports, next to the same numbers for random neighbours (seeded, same sizes) and for the k most
+co-occurring training items or users (SRACL's ``substitution_pool`` / ``user_pool: cooccurrence``):
 
 - items: share of (item, neighbour) pairs that co-occur in some training sequence, and the popularity of a
   substitute relative to the item it replaces, weighted by training interactions (what item substitution sees);
@@ -62,7 +62,10 @@ def _random_lists(tokens: list[str], pool: list[str], k: int, rng: np.random.Gen
 
 
 def cooccurrence_lists(histories: dict[str, list[str]], k: int) -> dict[str, list[str]]:
-    """Each training item's k most co-occurring items (``substitution_pool: cooccurrence``), by token."""
+    """Each training item's k most co-occurring items (``substitution_pool: cooccurrence``), by token.
+
+    Given ``{item: users}`` (:func:`buyers`) it gives each user's k users sharing most items (``user_pool``).
+    """
     from recbole_sracl.data.augment import cooccurrence_pool
 
     tokens = sorted({item for items in histories.values() for item in items})
@@ -72,6 +75,15 @@ def cooccurrence_lists(histories: dict[str, list[str]], k: int) -> dict[str, lis
         len(tokens) + 1, k)
     return {token: [tokens[other - 1] for other in table[row, : counts[row]].tolist()]
             for token, row in row_of.items()}
+
+
+def buyers(histories: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``{item: users whose training history holds it}`` from ``{user: items}``."""
+    by_item: dict[str, list[str]] = {}
+    for user, items in histories.items():
+        for item in dict.fromkeys(items):
+            by_item.setdefault(item, []).append(user)
+    return by_item
 
 
 def item_agreement(histories: dict[str, list[str]], neighbours: dict[str, list[str]], k: int) -> dict[str, float]:
@@ -175,7 +187,9 @@ def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user
                             "cooccurrence": item_agreement(histories, cooccurrence_lists(histories, k), k)}
         elif kind == "users":
             report[kind] = {"semantic": user_agreement(histories, validation, semantic, k),
-                            "random": user_agreement(histories, validation, random, k)}
+                            "random": user_agreement(histories, validation, random, k),
+                            "cooccurrence": user_agreement(histories, validation,
+                                                           cooccurrence_lists(buyers(histories), k), k)}
         else:
             report[kind] = {"semantic": prefix_agreement(histories, semantic, k),
                             "random": prefix_agreement(histories, random, k)}
