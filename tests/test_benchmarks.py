@@ -172,13 +172,14 @@ def test_neighbour_report_on_built_files(semantic_copy):
 
 
 def test_cooccurrence_lists_by_token():
-    from recbole_sracl.benchmark.neighbours import buyers, cooccurrence_lists
+    from recbole_sracl.benchmark.neighbours import cooccurrence_lists
+    from recbole_sracl.data.sequences import buyers_by_item
 
     # tokens sort to rows a=1, b=2, c=3; a-b share u1 and u2, a-c share u1 only (b has 2 buyers, c has 1)
     lists = cooccurrence_lists({"u1": ["c", "a", "b"], "u2": ["b", "a"], "u3": ["d"]}, k=2)
     assert lists == {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"], "d": []}
     # the same code over users: u1 and u2 share a and b, u3 shares nothing
-    by_item = buyers({"u1": ["c", "a", "b", "a"], "u2": ["b", "a"], "u3": ["d"]})
+    by_item = buyers_by_item({"u1": ["c", "a", "b", "a"], "u2": ["b", "a"], "u3": ["d"]})
     assert by_item == {"c": ["u1"], "a": ["u1", "u2"], "b": ["u1", "u2"], "d": ["u3"]}
     assert cooccurrence_lists(by_item, k=2) == {"u1": ["u2"], "u2": ["u1"], "u3": []}
 

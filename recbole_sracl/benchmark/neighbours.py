@@ -64,7 +64,8 @@ def _random_lists(tokens: list[str], pool: list[str], k: int, rng: np.random.Gen
 def cooccurrence_lists(histories: dict[str, list[str]], k: int) -> dict[str, list[str]]:
     """Each training item's k most co-occurring items (``substitution_pool: cooccurrence``), by token.
 
-    Given ``{item: users}`` (:func:`buyers`) it gives each user's k users sharing most items (``user_pool``).
+    Given ``{item: users}`` (:func:`recbole_sracl.data.sequences.buyers_by_item`) it gives each user's k users
+    sharing most items (``user_pool``).
     """
     from recbole_sracl.data.augment import cooccurrence_pool
 
@@ -75,15 +76,6 @@ def cooccurrence_lists(histories: dict[str, list[str]], k: int) -> dict[str, lis
         len(tokens) + 1, k)
     return {token: [tokens[other - 1] for other in table[row, : counts[row]].tolist()]
             for token, row in row_of.items()}
-
-
-def buyers(histories: dict[str, list[str]]) -> dict[str, list[str]]:
-    """``{item: users whose training history holds it}`` from ``{user: items}``."""
-    by_item: dict[str, list[str]] = {}
-    for user, items in histories.items():
-        for item in dict.fromkeys(items):
-            by_item.setdefault(item, []).append(user)
-    return by_item
 
 
 def item_agreement(histories: dict[str, list[str]], neighbours: dict[str, list[str]], k: int) -> dict[str, float]:
@@ -163,6 +155,7 @@ def prefix_agreement(histories: dict[str, list[str]], neighbours: dict[str, list
 def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user_field: str = "user_id",
                       item_field: str = "item_id", time_field: str = "timestamp") -> dict[str, Any]:
     """The report for one dataset folder holding ``<dataset>.inter``, ``.inbr`` and ``.unbr``."""
+    from recbole_sracl.data.sequences import buyers_by_item
     from recbole_sracl.semantic.files import read_neighbour_file
 
     folder = data_root / dataset
@@ -189,7 +182,7 @@ def neighbour_quality(data_root: Path, dataset: str, k: int, seed: int = 0, user
             report[kind] = {"semantic": user_agreement(histories, validation, semantic, k),
                             "random": user_agreement(histories, validation, random, k),
                             "cooccurrence": user_agreement(histories, validation,
-                                                           cooccurrence_lists(buyers(histories), k), k)}
+                                                           cooccurrence_lists(buyers_by_item(histories), k), k)}
         else:
             report[kind] = {"semantic": prefix_agreement(histories, semantic, k),
                             "random": prefix_agreement(histories, random, k)}

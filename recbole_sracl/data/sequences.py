@@ -8,6 +8,7 @@ rows, in order: exactly the items the model is trained on, never a validation or
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,16 +32,17 @@ def training_histories(train_dataset: Any) -> dict[int, np.ndarray]:
     }
 
 
-def buyers_by_item(histories: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """``{item: the users whose history holds it, ascending, each once}`` from ``{user: items}`` histories.
+def buyers_by_item(histories: Mapping[Hashable, Iterable[Hashable]]) -> dict[Hashable, list[Hashable]]:
+    """``{item: the users whose history holds it, each once, in the order of histories}`` from ``{user: items}``.
 
-    Turns :func:`training_histories` around so that item co-occurrence code scores users by shared items.
+    Turns histories around so that item co-occurrence code scores users by shared items (SRACL's
+    ``user_pool: cooccurrence``, with internal ids; ``benchmarks/neighbours.py``, with tokens).
     """
-    users = np.concatenate([np.full(len(items), user) for user, items in histories.items()] or [np.zeros(0)])
-    items = np.concatenate(list(histories.values()) or [np.zeros(0)])
-    pairs = np.unique(np.stack([items, users], axis=1).astype(np.int64), axis=0)  # sorted by item, then user
-    starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]) if len(pairs) else np.zeros(0, dtype=int)
-    return {int(pairs[start, 0]): pairs[start:end, 1] for start, end in zip(starts, np.r_[starts[1:], len(pairs)])}
+    by_item: dict[Hashable, list[Hashable]] = {}
+    for user, items in histories.items():
+        for item in dict.fromkeys(np.asarray(items).tolist()):
+            by_item.setdefault(item, []).append(user)
+    return by_item
 
 
 USER_GRANULARITIES = ("user", "prefix")  # what SRA-CL's cross-sequence loss retrieves over (``user_granularity``)

@@ -30,6 +30,7 @@ Inference uses the backbone only. Semantic files (``.uemb``, ``.unbr``, ``.inbr`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from logging import getLogger
 
 import torch
@@ -84,6 +85,21 @@ def divergence_warning(config) -> str | None:
                 "cached and no_grad, and with cached test NDCG@20 fell 28%): set neighbour_encoding=online_unique "
                 "(gradients through the positives, as the official code) or cs_negatives=batch")
     return None
+
+
+def candidate_table(pool: str, dataset, suffix: str, num_rows: int, k: int, seed: int,
+                    cooccurrence_histories: Callable[[], Mapping[int, Iterable[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k candidates (substitute items for L_IS, users for L_CS) from ``pool``, as ``(ids, counts)``.
+
+    ``semantic``: the loaded neighbour file ``suffix`` (the paper); ``random``: k rows drawn uniformly, seeded
+    (a control that keeps everything but the semantics); ``cooccurrence``: the k rows sharing most members in
+    ``cooccurrence_histories()`` (a collaborative reference from the training split; built only when asked for).
+    """
+    if pool == "random":
+        return random_pool(num_rows, k, torch.Generator().manual_seed(seed))
+    if pool == "cooccurrence":
+        return cooccurrence_pool(cooccurrence_histories(), num_rows, k)
+    return neighbour_table(dataset, suffix, num_rows, k)
 
 
 class SRACL(SequentialRecommender):
@@ -159,13 +175,9 @@ class SRACL(SequentialRecommender):
         backbone_augmenter = backbone_factory(config, train_dataset) if backbone_factory else None
         substitution = row_index = None
         if config["beta"] > 0:
-            n_items = train_dataset.num(config["ITEM_ID_FIELD"])
-            if config["substitution_pool"] == "random":  # control: same k and rate, no semantics
-                neighbours, counts = random_pool(n_items, config["k"], torch.Generator().manual_seed(int(config["seed"])))
-            elif config["substitution_pool"] == "cooccurrence":  # reference: neighbours from the training split
-                neighbours, counts = cooccurrence_pool(training_histories(train_dataset), n_items, config["k"])
-            else:
-                neighbours, counts = neighbour_table(train_dataset, "inbr", n_items, config["k"])
+            neighbours, counts = candidate_table(
+                config["substitution_pool"], train_dataset, "inbr", train_dataset.num(config["ITEM_ID_FIELD"]),
+                config["k"], int(config["seed"]), lambda: training_histories(train_dataset))
             substitution = SubstitutionAugmenter(config, neighbours, counts)
         if config["alpha"] > 0 and config["user_granularity"] == "prefix":
             row_index = TrainRowAugmenter(config)
@@ -227,12 +239,8 @@ class SRACL(SequentialRecommender):
             )
         semantic = torch.as_tensor(dataset.get_preload_weight("uemb_id"), dtype=torch.float32)
         histories = training_histories(dataset)
-        if config["user_pool"] == "random":  # control: same k, no semantics
-            neighbours, counts = random_pool(num_users, self.k, torch.Generator().manual_seed(int(config["seed"])))
-        elif config["user_pool"] == "cooccurrence":  # reference: the users sharing most training items
-            neighbours, counts = cooccurrence_pool(buyers_by_item(histories), num_users, self.k)
-        else:
-            neighbours, counts = neighbour_table(dataset, "unbr", num_users, self.k)
+        neighbours, counts = candidate_table(config["user_pool"], dataset, "unbr", num_users, self.k,
+                                             int(config["seed"]), lambda: buyers_by_item(histories))
         sequences, lengths = training_sequence_table(histories, num_users, self.max_seq_length)
         return semantic, neighbours, counts, sequences, lengths
 
