@@ -48,8 +48,26 @@ def _init_logging(config) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def machine_info() -> dict[str, Any]:
-    """Where a result was produced: host, CPU, GPU, thread count and package versions."""
+def cpu_model() -> str:
+    """The CPU's marketing name (``model name`` of /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
+    """Where a result was produced: host, CPU, GPU, thread count and package versions.
+
+    ``extra_packages`` are distribution names (e.g. ``sentence-transformers``) whose installed versions are added
+    to ``versions`` (``None`` when not installed) without importing them.
+    """
+    from importlib import metadata
+
     import numpy
     import pandas
     import recbole
@@ -61,6 +79,7 @@ def machine_info() -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -70,6 +89,11 @@ def machine_info() -> dict[str, Any]:
             "numpy": numpy.__version__, "pandas": pandas.__version__,
         },
     }
+    for package in extra_packages:
+        try:
+            info["versions"][package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info["versions"][package] = None
     return info
 
 

@@ -22,6 +22,7 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     assert runs == ["SASRec__seed1.json", "SASRec__seed2.json", "SRACL__seed1.json", "SRACL__seed2.json"]
     run = json.loads((out / "runs" / "SRACL__seed2.json").read_text())
     assert run["seed"] == 2 and run["machine"]["versions"]["recbole"] == "1.2.1" and run["epoch_seconds"]
+    assert run["machine"]["cpu_model"]
     table = (out / "results.md").read_text()
     assert "| SRACL | 2 |" in table and "vs SASRec" in table and "±" in table
     assert (out / "results.png").stat().st_size > 1000 and (out / "results.csv").is_file()

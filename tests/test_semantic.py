@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +345,7 @@ def test_manifest_records_what_produced_the_files(semantic_root):
     assert "tiny.inter" in manifest["fingerprint"]["files"] and manifest["options"]["user_granularity"] == "prefix"
     assert set(manifest["files"]) == {"tiny.uemb", "tiny.iemb", "tiny.unbr", "tiny.inbr", "tiny.pemb", "tiny.pnbr"}
     assert manifest["files"]["tiny.pemb"]["rows"] == manifest["counts"]["prefixes"]
+    # the encoder's exact floats depend on the CPU and library versions, so the manifest names them
+    versions = manifest["machine"]["versions"]
+    assert versions["sentence-transformers"] == metadata.version("sentence-transformers")
+    assert versions["faiss-cpu"] == metadata.version("faiss-cpu") and manifest["machine"]["cpu_model"]

@@ -17,6 +17,7 @@ import numpy as np
 from recbole_sracl.data.sequences import USER_GRANULARITIES, training_histories
 from recbole_sracl.data.utils import create_dataset, dataset_dir, ensure_dataset_files, read_atomic_header
 from recbole_sracl.errors import ConfigError, DatasetError, require_one_of
+from recbole_sracl.quick_start import machine_info
 from recbole_sracl.semantic import files
 from recbole_sracl.semantic.prompts import Prompt, PromptBuilder, check_items_have_text
 
@@ -275,12 +276,17 @@ def build_semantic_files(
         "files": manifest_files,
         "llm_report": report,
         "timings_seconds": {key: round(value, 3) for key, value in timings.items()},
+        # the encoder's floats (and so near-tied neighbours) can differ across CPUs and library versions
+        "machine": machine_info(extra_packages=ENCODER_PACKAGES),
     }
     files.write_manifest(config, manifest)
     logger.info(f"semantic files for {name} written to {dataset_dir(config)} ({counts['users']} users, "
                 f"{counts['items']} items, dimension {manifest['dimension']})")
     return manifest
 
+
+# distributions whose versions decide the embeddings' exact bytes, recorded in the manifest
+ENCODER_PACKAGES = ("sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "openai")
 
 # prompt group -> (embedding file suffix, neighbour file suffix)
 GROUP_FILES = {"users": ("uemb", "unbr"), "items": ("iemb", "inbr"), "prefixes": ("pemb", "pnbr")}
