@@ -285,7 +285,7 @@ def build_semantic_files(
     return manifest
 
 
-# distributions whose versions decide the embeddings' exact bytes, recorded in the manifest
+# distributions that produce the semantic files (encoder, retrieval, LLM client), versions recorded in the manifest
 ENCODER_PACKAGES = ("sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "openai")
 
 # prompt group -> (embedding file suffix, neighbour file suffix)
