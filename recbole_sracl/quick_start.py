@@ -192,6 +192,8 @@ def run_single(
         "epoch_seconds": seconds,
         "median_epoch_seconds": statistics.median(seconds) if seconds else None,
         "epoch_memory": list(getattr(trainer, "epoch_memory", [])),
+        "epoch_train_loss": list(getattr(trainer, "epoch_train_loss", [])),
+        "epoch_valid_score": list(getattr(trainer, "epoch_valid_score", [])),
         "best_model_file": trainer.saved_model_file if saved else None,
         "last_checkpoint_file": getattr(trainer, "last_checkpoint_file", None) if saved else None,
         "wall_seconds": time.time() - started,

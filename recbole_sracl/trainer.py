@@ -222,7 +222,9 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     """RecBole's trainer with safe checkpoints, exact resume, epoch hooks, timing and peak memory.
 
     Per epoch it calls ``model.on_train_epoch_start(epoch)`` when the model defines it (SRACL refreshes its
-    neighbour cache there), and records training seconds and peak memory in ``epoch_seconds``/``epoch_memory``.
+    neighbour cache there), and records training seconds and peak memory in ``epoch_seconds``/``epoch_memory``, the
+    loss terms in ``epoch_train_loss`` and the validation score in ``epoch_valid_score`` (``None`` where an epoch
+    was not evaluated): the learning curve that result files keep after logs are gone.
     """
 
     def __init__(self, config, model):
@@ -230,6 +232,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         self.last_checkpoint_file = self._last_name(self.saved_model_file)
         self.epoch_seconds: list[float] = []
         self.epoch_memory: list[dict[str, float]] = []
+        self.epoch_train_loss: list[list[float]] = []
+        self.epoch_valid_score: list[float | None] = []
         self.epochs_run = 0
         self.finished = False
 
@@ -251,6 +255,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
             augmenter=augmenter.state_dict() if augmenter is not None else None,
             epoch_seconds=list(self.epoch_seconds),
             epoch_memory=list(self.epoch_memory),
+            epoch_train_loss=list(self.epoch_train_loss),
+            epoch_valid_score=list(self.epoch_valid_score),
             train_loss={str(key): float(value) for key, value in self.train_loss_dict.items()},
         )
         save_atomically(state, self.last_checkpoint_file)
@@ -273,6 +279,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         self.finished = bool(checkpoint.get("finished"))
         self.epoch_seconds = list(checkpoint.get("epoch_seconds", []))
         self.epoch_memory = list(checkpoint.get("epoch_memory", []))
+        self.epoch_train_loss = list(checkpoint.get("epoch_train_loss", []))
+        self.epoch_valid_score = list(checkpoint.get("epoch_valid_score", []))
         self.train_loss_dict = {int(key): value for key, value in checkpoint.get("train_loss", {}).items()}
         self.epochs_run = self.start_epoch
         self.logger.info(f"Resumed from {last_file}: continuing at epoch {self.start_epoch}")
@@ -302,6 +310,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
             self.epoch_seconds.append(seconds)
             self.epoch_memory.append({"peak_mb": memory.peak_mb, "extra_mb": memory.extra_mb})
             self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
+            terms = train_loss if isinstance(train_loss, tuple) else (train_loss,)
+            self.epoch_train_loss.append([float(term) for term in terms])
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch_idx, 0.0, seconds, train_loss))
             self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
@@ -330,6 +340,7 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
                     self.best_epoch = epoch_idx
                     if saved:
                         self._save_checkpoint(epoch_idx, verbose=verbose)
+            self.epoch_valid_score.append(None if valid_score is None else float(valid_score))
             self.epochs_run = epoch_idx + 1
             self.finished = stop
             if saved:

@@ -16,6 +16,9 @@ def check_result(result):
     assert set(result["test_result"]) == METRICS
     assert all(0.0 <= value <= 1.0 for value in result["test_result"].values())
     assert result["epochs_run"] == 1 and len(result["epoch_seconds"]) == 1
+    assert result["epoch_valid_score"] == [pytest.approx(result["best_valid_score"])]  # the learning curve
+    (losses,) = result["epoch_train_loss"]
+    assert losses and all(0 <= value < float("inf") for value in losses)
     checkpoint = torch.load(result["best_model_file"], weights_only=True)  # no pickled Config inside
     assert checkpoint["config"]["model"] == result["model"]
     assert checkpoint["best_epoch"] == checkpoint["epoch"] == result["best_epoch"]  # not the previous best

@@ -189,6 +189,8 @@ def test_resumed_run_matches_an_uninterrupted_one(model, semantic_copy, tiny_yam
     resumed = run(model, "tiny", [str(tiny_yaml)], argv=settings + [f"--checkpoint_dir={tmp_path / 'b'}"],
                   resume=str(last))
     assert resumed["epochs_run"] == 4 and len(resumed["epoch_seconds"]) == 4
+    assert resumed["epoch_train_loss"] == full["epoch_train_loss"] and len(full["epoch_train_loss"]) == 4
+    assert resumed["epoch_valid_score"] == full["epoch_valid_score"] and None not in full["epoch_valid_score"]
     assert resumed["best_valid_result"] == full["best_valid_result"]
     assert resumed["test_result"] == full["test_result"]
     weights_a = torch.load(full["best_model_file"], weights_only=True)["state_dict"]
