@@ -59,6 +59,43 @@ def test_group_summary_averages_seeds_per_group(tmp_path):
     assert group_summary(tmp_path / "older", ["SASRec"], "tiny") == ""  # no table without group metrics
 
 
+def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
+    from recbole_sracl.benchmark.compare import main, reproduction_check
+
+    def write(folder, name, ndcg, epoch, files=None, cpu="CPU A", recorded=True):
+        data = {"seed": int(name[-4:]), "test_result": {"hit@10": 0.1, "hit@20": 0.2, "ndcg@10": 0.05, "ndcg@20": ndcg},
+                "best_epoch": epoch, "best_valid_score": ndcg + 0.01, "epochs_run": epoch + 11,
+                "median_epoch_seconds": 1.0, "machine": {"cpu_model": cpu} if recorded else {}}
+        if recorded:
+            data["semantic_files"] = None if files is None else {"files": {"x.uemb": files}}
+        (folder / "runs").mkdir(parents=True, exist_ok=True)
+        (folder / "runs" / f"{name}.json").write_text(json.dumps(data))
+
+    committed, rerun = tmp_path / "committed", tmp_path / "rerun"
+    write(committed, "SASRec__seed2024", 0.0600, 15, recorded=False)
+    write(committed, "SRACL__seed2024", 0.0500, 40, files="aaa")
+    write(committed, "SRACL__seed2025", 0.0400, 30, files="aaa")  # not rerun: left out
+    write(committed, "SRACL__seed2026", 0.0400, 30, files="aaa")
+    write(rerun, "SASRec__seed2024", 0.0600, 15)
+    write(rerun, "SRACL__seed2024", 0.0520, 46, files="bbb", cpu="CPU B")
+    write(rerun, "SRACL__seed2026", 0.0400, 30, files="aaa")
+    write(rerun, "SRACL__seed2027", 0.0400, 30, files="aaa")  # no committed seed 2027: left out
+    table = reproduction_check(rerun, committed)
+    assert "| SASRec__seed2024 | 0.2000 | 0.2000 | 0.0600 | 0.0600 | +0.0% | 15 -> 15 | 0.0700 -> 0.0700 | yes " \
+           "| not recorded | not recorded |" in table
+    assert "| SRACL__seed2024 | 0.2000 | 0.2000 | 0.0500 | 0.0520 | +4.0% | 40 -> 46 | 0.0600 -> 0.0620 | no " \
+           "| different | CPU A -> CPU B |" in table
+    assert "| SRACL__seed2026 | 0.2000 | 0.2000 | 0.0400 | 0.0400 | +0.0% | 30 -> 30 | 0.0500 -> 0.0500 | yes " \
+           "| same | same |" in table
+    assert "seed2025" not in table and "seed2027" not in table
+    assert "3 run(s) compared, 2 with an identical test result; change of NDCG@20: mean +1.3%, largest in size " \
+           "+4.0%." in table
+    assert (rerun / "reproduction.md").read_text() == table
+    assert main(["--dataset=tiny", f"--out={rerun}", "--summarise_only", f"--check_against={committed}"]) == 0
+    with pytest.raises(SystemExit, match="none of the finished runs"):
+        reproduction_check(rerun, tmp_path / "empty")
+
+
 def test_speed_benchmark_reports_ratios_to_sasrec(semantic_copy, tiny_yaml, tmp_path):
     out = tmp_path / "speed"
     process = subprocess.run(

@@ -7,7 +7,8 @@ touch the others) writing ``runs/<variant>__seed<seed>.json``; finished runs are
 is repeated, and a run that was cut off mid-training continues from its ``-last.pth`` checkpoint
 (``--resume``), so an interrupted harness loses at most one epoch per run. The summary (CSV, markdown table with mean +- std,
 improvement over the best baseline and a paired t-test across seeds, PNG chart, per-group tables) is rebuilt from all the
-run files at the end, or alone with ``--summarise_only``.
+run files at the end, or alone with ``--summarise_only``. ``--check_against=<result folder>`` compares the runs with
+the same variants and seeds in another folder (a reproduction check: ``reproduction.md``).
 """
 
 from __future__ import annotations
@@ -296,6 +297,60 @@ def group_summary(out: Path, order: Sequence[str], title: str, metrics: Sequence
         "`group_by_target_popularity` (recbole_sracl/evaluation.py).\n"
 
 
+def _inputs_match(run: dict[str, Any], reference: dict[str, Any]) -> str:
+    """``same`` / ``different`` semantic files of two runs, ``none read`` or ``not recorded`` (older run files)."""
+    if "semantic_files" not in run or "semantic_files" not in reference:
+        return "not recorded"
+    files = [(data["semantic_files"] or {}).get("files") for data in (run, reference)]
+    if files[0] is None and files[1] is None:
+        return "none read"
+    return "same" if files[0] == files[1] else "different"
+
+
+def _cpu_match(run: dict[str, Any], reference: dict[str, Any]) -> str:
+    models = [data["machine"].get("cpu_model") for data in (run, reference)]
+    if None in models:
+        return "not recorded"
+    return "same" if models[0] == models[1] else f"{models[1]} -> {models[0]}"
+
+
+def reproduction_check(out: Path, reference: Path) -> str:
+    """Compare every finished run in ``out`` with the run of the same variant and seed in ``reference``.
+
+    Writes ``out/reproduction.md``: per run the reference and rerun test HR@20 / NDCG@20, the relative change,
+    best epochs, best validation scores, whether the whole test result is identical, and whether the two runs read
+    the same semantic files (sha256 from the run files) on the same CPU model; returns the markdown.
+    """
+    import numpy as np
+
+    references = dict(((variant, data["seed"]), data) for variant, data in _finished_run_files(reference))
+    pairs = [(variant, data, references[variant, data["seed"]]) for variant, data in _finished_run_files(out)
+             if (variant, data["seed"]) in references]
+    if not pairs:
+        raise SystemExit(f"--check_against={reference}: none of the finished runs in {out / 'runs'} has a "
+                         f"finished run of the same variant and seed in {reference / 'runs'}")
+    lines = [f"### Reruns in {out} against {reference}", "",
+             "| run | HR@20 reference | HR@20 rerun | NDCG@20 reference | NDCG@20 rerun | change NDCG@20 "
+             "| best epoch | best valid score | identical test result | semantic files | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    changes = []
+    for variant, run, ref in pairs:
+        change = 100 * (run["test_result"]["ndcg@20"] / ref["test_result"]["ndcg@20"] - 1)
+        changes.append(change)
+        lines.append(
+            f"| {run_name(variant, run['seed'])} | {ref['test_result']['hit@20']:.4f} | {run['test_result']['hit@20']:.4f} "
+            f"| {ref['test_result']['ndcg@20']:.4f} | {run['test_result']['ndcg@20']:.4f} | {change:+.1f}% "
+            f"| {ref['best_epoch']} -> {run['best_epoch']} | {ref['best_valid_score']:.4f} -> {run['best_valid_score']:.4f} "
+            f"| {'yes' if run['test_result'] == ref['test_result'] else 'no'} | {_inputs_match(run, ref)} "
+            f"| {_cpu_match(run, ref)} |")
+    identical = sum(run["test_result"] == ref["test_result"] for _, run, ref in pairs)
+    lines += ["", f"{len(pairs)} run(s) compared, {identical} with an identical test result; change of NDCG@20: "
+              f"mean {np.mean(changes):+.1f}%, largest in size {max(changes, key=abs):+.1f}%."]
+    markdown = "\n".join(lines) + "\n"
+    (out / "reproduction.md").write_text(markdown)
+    return markdown
+
+
 def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: str) -> None:
     import matplotlib
 
@@ -336,6 +391,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--reference", default=None, help="compare every variant with this one (e.g. SASRec) "
                         "instead of the best baseline; writes results_vs_<reference>.md")
     parser.add_argument("--keep_checkpoints", action="store_true")
+    parser.add_argument("--check_against", default=None,
+                        help="a result folder (e.g. the committed one): compare every finished run here with its "
+                        "variant and seed there; writes reproduction.md")
     args, shared = parser.parse_known_args(argv)
     if args.out is None:
         args.out = str(Path("benchmarks") / "results" / args.dataset / time.strftime("%Y-%m-%d"))
@@ -358,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.summarise_only:
         run_all(args, shared)
     print(summarise(Path(args.out), args.dataset, args.title, args.reference))
+    if args.check_against:
+        print(reproduction_check(Path(args.out), Path(args.check_against)))
     return 0
 
 
