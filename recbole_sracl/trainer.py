@@ -279,10 +279,12 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         self.finished = bool(checkpoint.get("finished"))
         self.epoch_seconds = list(checkpoint.get("epoch_seconds", []))
         self.epoch_memory = list(checkpoint.get("epoch_memory", []))
-        self.epoch_train_loss = list(checkpoint.get("epoch_train_loss", []))
-        self.epoch_valid_score = list(checkpoint.get("epoch_valid_score", []))
         self.train_loss_dict = {int(key): value for key, value in checkpoint.get("train_loss", {}).items()}
         self.epochs_run = self.start_epoch
+        # checkpoints written before the curves were recorded: pad so that entry i stays epoch i
+        losses, scores = checkpoint.get("epoch_train_loss", []), checkpoint.get("epoch_valid_score", [])
+        self.epoch_train_loss = [[] for _ in range(self.start_epoch - len(losses))] + list(losses)
+        self.epoch_valid_score = [None] * (self.start_epoch - len(scores)) + list(scores)
         self.logger.info(f"Resumed from {last_file}: continuing at epoch {self.start_epoch}")
 
     def fit(

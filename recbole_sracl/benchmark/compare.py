@@ -335,7 +335,8 @@ def reproduction_check(out: Path, reference: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     changes = []
     for variant, run, ref in pairs:
-        change = 100 * (run["test_result"]["ndcg@20"] / ref["test_result"]["ndcg@20"] - 1)
+        before, after = ref["test_result"]["ndcg@20"], run["test_result"]["ndcg@20"]
+        change = 100 * (after / before - 1) if before else (0.0 if after == before else float("inf"))
         changes.append(change)
         lines.append(
             f"| {run_name(variant, run['seed'])} | {ref['test_result']['hit@20']:.4f} | {run['test_result']['hit@20']:.4f} "
