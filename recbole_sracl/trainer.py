@@ -311,8 +311,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
                 seconds = time.perf_counter() - start
             self.epoch_seconds.append(seconds)
             self.epoch_memory.append({"peak_mb": memory.peak_mb, "extra_mb": memory.extra_mb})
-            self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
             terms = train_loss if isinstance(train_loss, tuple) else (train_loss,)
+            self.train_loss_dict[epoch_idx] = sum(terms)
             self.epoch_train_loss.append([float(term) for term in terms])
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch_idx, 0.0, seconds, train_loss))

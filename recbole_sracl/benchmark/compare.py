@@ -333,18 +333,18 @@ def reproduction_check(out: Path, reference: Path) -> str:
              "| run | HR@20 reference | HR@20 rerun | NDCG@20 reference | NDCG@20 rerun | change NDCG@20 "
              "| best epoch | best valid score | identical test result | semantic files | CPU |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    changes = []
+    changes, identical = [], 0
     for variant, run, ref in pairs:
         before, after = ref["test_result"]["ndcg@20"], run["test_result"]["ndcg@20"]
         change = 100 * (after / before - 1) if before else (0.0 if after == before else float("inf"))
         changes.append(change)
+        same_result = run["test_result"] == ref["test_result"]
+        identical += same_result
         lines.append(
             f"| {run_name(variant, run['seed'])} | {ref['test_result']['hit@20']:.4f} | {run['test_result']['hit@20']:.4f} "
-            f"| {ref['test_result']['ndcg@20']:.4f} | {run['test_result']['ndcg@20']:.4f} | {change:+.1f}% "
+            f"| {before:.4f} | {after:.4f} | {change:+.1f}% "
             f"| {ref['best_epoch']} -> {run['best_epoch']} | {ref['best_valid_score']:.4f} -> {run['best_valid_score']:.4f} "
-            f"| {'yes' if run['test_result'] == ref['test_result'] else 'no'} | {_inputs_match(run, ref)} "
-            f"| {_cpu_match(run, ref)} |")
-    identical = sum(run["test_result"] == ref["test_result"] for _, run, ref in pairs)
+            f"| {'yes' if same_result else 'no'} | {_inputs_match(run, ref)} | {_cpu_match(run, ref)} |")
     lines += ["", f"{len(pairs)} run(s) compared, {identical} with an identical test result; change of NDCG@20: "
               f"mean {np.mean(changes):+.1f}%, largest in size {max(changes, key=abs):+.1f}%."]
     markdown = "\n".join(lines) + "\n"
