@@ -96,6 +96,39 @@ def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
         reproduction_check(rerun, tmp_path / "empty")
 
 
+def test_semantic_builds_note_names_builds_and_variants_that_mix_them(tmp_path):
+    from recbole_sracl.benchmark.compare import semantic_builds_note, summarise
+
+    def write(name, files="absent"):
+        data = {"seed": int(name[-1]), "test_result": {"hit@10": 0.1, "hit@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06},
+                "best_epoch": 3, "epochs_run": 4, "median_epoch_seconds": 1.0, "machine": {}}
+        if files != "absent":
+            data["semantic_files"] = None if files is None else {"files": files}
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{name}.json").write_text(json.dumps(data))
+
+    write("SASRec__seed1", None)  # reads no semantic files
+    write("SRACL__seed1", {"d.uemb": "a" * 64, "d.inbr": "c" * 64})
+    write("SRACL__seed2", {"d.uemb": "a" * 64, "d.inbr": "c" * 64})
+    assert semantic_builds_note(tmp_path) == ("Semantic files read (sha256, first 8 hex digits): d.inbr cccccccc "
+                                              "(2 runs: SRACL seed 1, SRACL seed 2); d.uemb aaaaaaaa (2 runs: SRACL "
+                                              "seed 1, SRACL seed 2).")
+    write("SRACL_wo_LIS__seed1", {"d.uemb": "a" * 64})
+    write("SRACL_wo_LIS__seed2", {"d.uemb": "b" * 64})
+    write("CL4SRec__seed1")  # written before the record
+    note = semantic_builds_note(tmp_path, listed=1)
+    assert note == ("Semantic files read (sha256, first 8 hex digits): d.inbr cccccccc (2 runs); d.uemb aaaaaaaa "
+                    "(3 runs), bbbbbbbb (1 run: SRACL_wo_LIS seed 2); 1 run file(s) predate this record. **More than "
+                    "one build of the semantic files is in this table**; these variants mix builds across their "
+                    "seeds: SRACL_wo_LIS. A rebuild on another machine can move an SRA-CL cell by a few percent; "
+                    "compare rows that read different builds with care.")
+    assert "these variants mix builds across their seeds: SRACL_wo_LIS." in summarise(tmp_path, "tiny")
+    for path in (tmp_path / "runs").glob("*.json"):
+        if "CL4SRec" not in path.name:
+            path.unlink()
+    assert semantic_builds_note(tmp_path) == ""  # nothing recorded: no note
+
+
 def test_speed_benchmark_reports_ratios_to_sasrec(semantic_copy, tiny_yaml, tmp_path):
     out = tmp_path / "speed"
     process = subprocess.run(

@@ -249,6 +249,9 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
                      + f" | {improvement} | {p_value} | {epochs} | {speed:.1f} |")
     lines += ["", "Seeds: " + "; ".join(f"{name}: {', '.join(map(str, sorted(by_variant[name])))}" for name in order)
               + ". Mean ± sample std over seeds; a single value is one seed (no spread, no test)."]
+    builds = semantic_builds_note(out)
+    if builds:
+        lines += ["", builds]
     if best and reference is None:
         lines += ["", "Best baseline per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS) + "."]
     markdown = "\n".join(lines) + "\n"
@@ -261,6 +264,50 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
     if groups:
         (out / "results_by_group.md").write_text(groups)
     return markdown
+
+
+def semantic_builds_note(out: Path, listed: int = 3) -> str:
+    """One paragraph on which builds of the semantic files the finished runs in ``out`` read.
+
+    Every file is named with the first 8 hex digits of each sha256 the run files record and how many runs read
+    it (the runs themselves when at most ``listed``). When a file was read in more than one build the note says so
+    and names the variants whose seeds read different builds: a rebuild on another machine can move an SRA-CL
+    cell by a few percent, so such rows do not compare like for like. Empty when no run file records its semantic
+    files (run files written before they were recorded).
+    """
+    runs_by_sha: dict[str, dict[str, list[str]]] = {}
+    files_by_variant: dict[str, list[dict[str, str]]] = {}
+    not_recorded = 0
+    for variant, data in _finished_run_files(out):
+        if "semantic_files" not in data:
+            not_recorded += 1
+            continue
+        files = (data["semantic_files"] or {}).get("files") or {}
+        files_by_variant.setdefault(variant, []).append(files)
+        for name, sha in files.items():
+            runs_by_sha.setdefault(name, {}).setdefault(sha, []).append(f"{variant} seed {data['seed']}")
+    if not runs_by_sha:
+        return ""
+
+    def reads(runs: list[str]) -> str:
+        count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
+        return f"{count}: {', '.join(runs)}" if len(runs) <= listed else count
+
+    described = [f"{name} " + ", ".join(f"{sha[:8]} ({reads(runs)})" for sha, runs in
+                                        sorted(by_sha.items(), key=lambda item: -len(item[1])))
+                 for name, by_sha in sorted(runs_by_sha.items())]
+    note = "Semantic files read (sha256, first 8 hex digits): " + "; ".join(described)
+    if not_recorded:
+        note += f"; {not_recorded} run file(s) predate this record"
+    note += "."
+    if any(len(by_sha) > 1 for by_sha in runs_by_sha.values()):
+        mixed = [variant for variant, runs in files_by_variant.items()
+                 if any(first.get(name, sha) != sha for first in runs for other in runs for name, sha in other.items())]
+        note += (" **More than one build of the semantic files is in this table**"
+                 + (f"; these variants mix builds across their seeds: {', '.join(mixed)}" if mixed else "")
+                 + ". A rebuild on another machine can move an SRA-CL cell by a few percent; compare rows that read "
+                   "different builds with care.")
+    return note
 
 
 def group_summary(out: Path, order: Sequence[str], title: str, metrics: Sequence[str] = ("hit@20", "ndcg@20")) -> str:
