@@ -26,6 +26,7 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     table = (out / "results.md").read_text()
     assert "| SRACL | 2 |" in table and "vs SASRec" in table and "±" in table
     assert (out / "results.png").stat().st_size > 1000 and (out / "results.csv").is_file()
+    assert (out / "results_curves.png").stat().st_size > 1000  # the runs record their learning curves
     groups = (out / "results_by_group.md").read_text()
     assert "by sequence length" in groups and "by target popularity" in groups and "| SRACL | 2 |" in groups
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)

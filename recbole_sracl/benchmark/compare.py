@@ -260,6 +260,7 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
         return markdown
     (out / "results.md").write_text(markdown)
     _plot(out, order, by_variant, dataset, title)
+    _plot_curves(out, order, dataset, title)
     groups = group_summary(out, order, title or dataset)
     if groups:
         (out / "results_by_group.md").write_text(groups)
@@ -421,6 +422,45 @@ def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: st
     figure.suptitle(title or f"{dataset}: test metrics, mean ± std over seeds (grey: baselines)")
     figure.tight_layout()
     figure.savefig(out / "results.png", dpi=120)
+    plt.close(figure)
+
+
+def _plot_curves(out: Path, order: list[str], dataset: str, title: str) -> None:
+    """``results_curves.png``: validation score and training loss per epoch, one line per run (when recorded).
+
+    Run files written before learning curves were recorded are left out; nothing is written when no run has one.
+    """
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for variant, data in _finished_run_files(out):
+        if any(score is not None for score in data.get("epoch_valid_score") or []):
+            curves.setdefault(variant, []).append(data)
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (valid_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = plt.get_cmap("tab20")
+    for index, variant in enumerate(name for name in order if name in curves):
+        colour = colours(index % 20)
+        for number, data in enumerate(sorted(curves[variant], key=lambda run: run["seed"])):
+            label = variant if number == 0 else None
+            points = [(epoch, score) for epoch, score in enumerate(data["epoch_valid_score"]) if score is not None]
+            valid_axis.plot(*zip(*points), color=colour, linewidth=1, label=label)
+            best = dict(points).get(data["best_epoch"])
+            if best is not None:
+                valid_axis.plot(data["best_epoch"], best, "o", color=colour, markersize=4)
+            losses = [(epoch, sum(terms)) for epoch, terms in enumerate(data.get("epoch_train_loss") or []) if terms]
+            if losses:
+                loss_axis.plot(*zip(*losses), color=colour, linewidth=1, label=label)
+    valid_axis.set(title="validation score (dot: best epoch)", xlabel="epoch")
+    loss_axis.set(title="training loss (sum of terms, per epoch)", xlabel="epoch", yscale="log")
+    valid_axis.legend(fontsize=7)
+    figure.suptitle(title or f"{dataset}: learning curves, one line per seed")
+    figure.tight_layout()
+    figure.savefig(out / "results_curves.png", dpi=120)
     plt.close(figure)
 
 
