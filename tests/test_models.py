@@ -166,6 +166,28 @@ def test_sracl_cs_anchor_is_the_ce_encoding_or_a_second_pass(cs_anchor, semantic
             assert seen["cs"] is not seen["ce"] and torch.allclose(seen["cs"], seen["ce"], atol=1e-6)
 
 
+@pytest.mark.parametrize("extra, cs_expected, is_expected", [
+    ((), (1.0, "dot"), (1.0, "dot")),  # package default: both losses as the paper (dot product, temperature 1)
+    (("--is_tau=0.2", "--is_sim=cos"), (1.0, "dot"), (0.2, "cos")),  # L_IS alone changed
+    (("--tau=0.5", "--sim=cos"), (0.5, "cos"), (0.5, "cos")),  # null is_* follow tau / sim
+])
+def test_sracl_is_tau_and_is_sim_reach_only_the_intra_sequence_loss(extra, cs_expected, is_expected, semantic_copy,
+                                                                     tiny_yaml, monkeypatch):
+    from recbole_sracl.model import sracl
+
+    calls = []
+
+    def spy_info_nce(anchor, positive, temperature, similarity, negatives):
+        calls.append((temperature, similarity, negatives))
+        return info_nce(anchor, positive, temperature, similarity, negatives)
+
+    info_nce = sracl.info_nce
+    monkeypatch.setattr(sracl, "info_nce", spy_info_nce)
+    model, batch = sracl_with_batch(semantic_copy, tiny_yaml, *extra)
+    model.calculate_loss(batch)
+    assert calls == [(*cs_expected, "batch"), (*is_expected, "symmetric")]  # L_CS (eq. 10), then L_IS (eq. 14)
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -176,6 +198,8 @@ def test_sracl_cs_anchor_is_the_ce_encoding_or_a_second_pass(cs_anchor, semantic
         ("--neighbour_encoding=later", "neighbour_encoding must be one of"),
         ("--k=0", "k must be an integer >= 1"),
         ("--tau=0", "tau must be a number > 0"),
+        ("--is_tau=-1", "is_tau must be a number > 0 or null"),
+        ("--is_sim=euclid", "is_sim must be one of dot, cos or null"),
         ("--user_granularity=session", "user_granularity must be one of"),
         ("--prefix_same_user=1", "prefix_same_user must be True or False"),
         ("--substitution_pool=popular", "substitution_pool must be one of"),

@@ -24,6 +24,7 @@ K_SWEEP = (1, 5, 20, 100)  # k = 10 is SRACL itself
 BETA_SWEEP = (0.02, 0.05, 0.2)  # beta = 0 is SRACL_wo_LIS, 0.1 is SRACL
 SUBSTITUTION_SWEEP = (0.1, 0.4)  # 0.2 is SRACL
 ALPHA_SWEEP = (0.05, 0.2, 0.4)  # weight of L_CS without L_IS (beta = 0); alpha = 0.1 is SRACL_wo_LIS
+IS_COS_TAU = 0.2  # temperature of the cosine L_IS variants (SGL's and SimCLR's usual range)
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 
 VARIANTS: dict[str, Variant] = {
@@ -91,6 +92,10 @@ VARIANTS: dict[str, Variant] = {
         Variant("SRACL_prefix_other_users_wo_LIS", "SRACL",
                 ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0"),
                 description="L_CS per training prefix, other users' prefixes only, w/o L_IS"),
+        # L_IS with a normalised similarity: cosine and temperature 0.2 for L_IS alone (L_CS keeps the paper's dot, 1)
+        *[Variant(f"SRACL{ablation}_is_cos{IS_COS_TAU}", "SRACL", (*overrides, "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
+                  description=f"{label}L_IS with cosine similarity, temperature {IS_COS_TAU}")
+          for ablation, overrides, label in (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "))],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in NEIGHBOUR_ENCODINGS],
@@ -111,6 +116,7 @@ GROUPS: dict[str, list[str]] = {
     "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
                   "SRACL_wo_LIS_cs_symmetric_online"],
     "anchor": ["SRACL_cs_anchor_separate", "SRACL_wo_LIS_cs_anchor_separate"],
+    "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}"],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }
 

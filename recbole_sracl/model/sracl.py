@@ -52,6 +52,7 @@ from recbole_sracl.data.sequences import (
 )
 from recbole_sracl.errors import SemanticFilesError
 from recbole_sracl.model.layers import (
+    SIMILARITIES,
     check_contrastive_config,
     encode_together,
     info_nce,
@@ -138,6 +139,11 @@ class SRACL(SequentialRecommender):
         sample = config["neighbour_sample"]
         require(isinstance(sample, int) and 0 <= sample <= k,
                 f"SRACL: neighbour_sample must be an integer between 0 and k={k}, got {sample!r}")
+        is_tau = config["is_tau"]
+        require(is_tau is None or (isinstance(is_tau, (int, float)) and not isinstance(is_tau, bool) and is_tau > 0),
+                f"SRACL: is_tau must be a number > 0 or null (= tau), got {is_tau!r}")
+        require(config["is_sim"] is None or config["is_sim"] in SIMILARITIES,
+                f"SRACL: is_sim must be one of {', '.join(SIMILARITIES)} or null (= sim), got {config['is_sim']!r}")
         refresh = config["cache_refresh_steps"]
         require(isinstance(refresh, int) and refresh >= 0, f"SRACL: cache_refresh_steps must be >= 0, got {refresh!r}")
         validate_backbone = getattr(get_model(config["backbone"]), "validate_config", None)
@@ -191,6 +197,8 @@ class SRACL(SequentialRecommender):
         self.backbone = get_model(config["backbone"])(config, dataset)
         self.alpha, self.beta = float(config["alpha"]), float(config["beta"])
         self.tau, self.sim = config["tau"], config["sim"]
+        self.is_tau = self.tau if config["is_tau"] is None else config["is_tau"]
+        self.is_sim = self.sim if config["is_sim"] is None else config["is_sim"]
         self.k = config["k"]
         self.synthesizer = config["synthesizer"]
         self.neighbour_encoding = config["neighbour_encoding"]
@@ -373,7 +381,7 @@ class SRACL(SequentialRecommender):
             cs_anchor = outputs[-1] if self.separate_cs_anchor else seq_output
             losses.append(self.alpha * self.cross_sequence_loss(anchors, cs_anchor))
         if self.beta > 0:
-            losses.append(self.beta * info_nce(outputs[1], outputs[2], self.tau, self.sim, "symmetric"))
+            losses.append(self.beta * info_nce(outputs[1], outputs[2], self.is_tau, self.is_sim, "symmetric"))
         return tuple(losses)
 
     def predict(self, interaction):
