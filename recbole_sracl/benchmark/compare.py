@@ -445,8 +445,9 @@ def _plot_curves(out: Path, order: list[str], dataset: str, title: str) -> None:
     colours = plt.get_cmap("tab20")
     for index, variant in enumerate(name for name in order if name in curves):
         colour = colours(index % 20)
-        for number, data in enumerate(sorted(curves[variant], key=lambda run: run["seed"])):
-            label = variant if number == 0 else None
+        runs = sorted(curves[variant], key=lambda run: run["seed"])
+        for number, data in enumerate(runs):
+            label = f"{variant} (seed {', '.join(str(run['seed']) for run in runs)})" if number == 0 else None
             points = [(epoch, score) for epoch, score in enumerate(data["epoch_valid_score"]) if score is not None]
             valid_axis.plot(*zip(*points), color=colour, linewidth=1, label=label)
             best = dict(points).get(data["best_epoch"])
