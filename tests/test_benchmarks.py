@@ -42,7 +42,7 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
 
 
 def test_group_summary_averages_seeds_per_group(tmp_path):
-    from recbole_sracl.benchmark.compare import group_summary
+    from recbole_sracl.benchmark.compare import _finished_run_files, group_summary
 
     (tmp_path / "runs").mkdir()
     for seed, (short, long) in {1: (0.1, 0.3), 2: (0.2, 0.5)}.items():
@@ -51,13 +51,13 @@ def test_group_summary_averages_seeds_per_group(tmp_path):
         (tmp_path / "runs" / f"SRACL__seed{seed}.json").write_text(json.dumps(
             {"seed": seed, "test_result": {"hit@20": 0.0}, "test_result_by_group": groups}))
     (tmp_path / "runs" / "SASRec__seed1.json").write_text(json.dumps({"seed": 1, "test_result": {"hit@20": 0.0}}))
-    table = group_summary(tmp_path, ["SASRec", "SRACL"], "tiny")
+    table = group_summary(_finished_run_files(tmp_path), ["SASRec", "SRACL"], "tiny")
     assert "| variant | seeds | <7 (4 users) HR@20 | <7 (4 users) NDCG@20 | >6 (6 users) HR@20 |" in table
     assert "| SRACL | 2 | 0.1500 | 0.0750 | 0.4000 | 0.2000 |" in table
     assert "SASRec" not in table  # made before groups were recorded
     (tmp_path / "older" / "runs").mkdir(parents=True)
     (tmp_path / "older" / "runs" / "SASRec__seed1.json").write_text(json.dumps({"seed": 1, "test_result": {}}))
-    assert group_summary(tmp_path / "older", ["SASRec"], "tiny") == ""  # no table without group metrics
+    assert group_summary(_finished_run_files(tmp_path / "older"), ["SASRec"], "tiny") == ""  # no table without group metrics
 
 
 def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
@@ -98,7 +98,7 @@ def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
 
 
 def test_semantic_builds_note_names_builds_and_variants_that_mix_them(tmp_path):
-    from recbole_sracl.benchmark.compare import semantic_builds_note, summarise
+    from recbole_sracl.benchmark.compare import _finished_run_files, semantic_builds_note, summarise
 
     def write(name, files="absent"):
         data = {"seed": int(name[-1]), "test_result": {"hit@10": 0.1, "hit@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06},
@@ -111,13 +111,13 @@ def test_semantic_builds_note_names_builds_and_variants_that_mix_them(tmp_path):
     write("SASRec__seed1", None)  # reads no semantic files
     write("SRACL__seed1", {"d.uemb": "a" * 64, "d.inbr": "c" * 64})
     write("SRACL__seed2", {"d.uemb": "a" * 64, "d.inbr": "c" * 64})
-    assert semantic_builds_note(tmp_path) == ("Semantic files read (sha256, first 8 hex digits): d.inbr cccccccc "
-                                              "(2 runs: SRACL seed 1, SRACL seed 2); d.uemb aaaaaaaa (2 runs: SRACL "
-                                              "seed 1, SRACL seed 2).")
+    assert semantic_builds_note(_finished_run_files(tmp_path)) == (
+        "Semantic files read (sha256, first 8 hex digits): d.inbr cccccccc (2 runs: SRACL seed 1, SRACL seed 2); "
+        "d.uemb aaaaaaaa (2 runs: SRACL seed 1, SRACL seed 2).")
     write("SRACL_wo_LIS__seed1", {"d.uemb": "a" * 64})
     write("SRACL_wo_LIS__seed2", {"d.uemb": "b" * 64})
     write("CL4SRec__seed1")  # written before the record
-    note = semantic_builds_note(tmp_path, listed=1)
+    note = semantic_builds_note(_finished_run_files(tmp_path), listed=1)
     assert note == ("Semantic files read (sha256, first 8 hex digits): d.inbr cccccccc (2 runs); d.uemb aaaaaaaa "
                     "(3 runs), bbbbbbbb (1 run: SRACL_wo_LIS seed 2); 1 run file(s) predate this record. **More than "
                     "one build of the semantic files is in this table**; these variants mix builds across their "
@@ -127,7 +127,7 @@ def test_semantic_builds_note_names_builds_and_variants_that_mix_them(tmp_path):
     for path in (tmp_path / "runs").glob("*.json"):
         if "CL4SRec" not in path.name:
             path.unlink()
-    assert semantic_builds_note(tmp_path) == ""  # nothing recorded: no note
+    assert semantic_builds_note(_finished_run_files(tmp_path)) == ""  # nothing recorded: no note
 
 
 def test_speed_benchmark_reports_ratios_to_sasrec(semantic_copy, tiny_yaml, tmp_path):

@@ -168,8 +168,11 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
 # ---- summary ------------------------------------------------------------------------------------------------
 
 
-def _finished_run_files(out: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(variant, run JSON)`` of every finished run under ``out/runs``."""
+FinishedRuns = list[tuple[str, dict[str, Any]]]  # (variant, run JSON) of each finished run, in file-name order
+
+
+def _finished_run_files(out: Path) -> FinishedRuns:
+    """``(variant, run JSON)`` of every finished run under ``out/runs`` (read once per summary, then passed on)."""
     found = []
     for path in sorted((out / "runs").glob("*.json")):
         data = json.loads(path.read_text())
@@ -178,9 +181,10 @@ def _finished_run_files(out: Path) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def load_runs(out: Path) -> list[dict[str, Any]]:
+def load_runs(finished: FinishedRuns) -> list[dict[str, Any]]:
+    """One flat row per finished run: the columns of ``results.csv``."""
     runs = []
-    for variant, data in _finished_run_files(out):
+    for variant, data in finished:
         memory = [entry.get("peak_mb", 0.0) for entry in data.get("epoch_memory", [])]
         runs.append({
             "variant": variant, "seed": data["seed"], **{m: data["test_result"][m] for m in METRICS},
@@ -200,7 +204,8 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
     """
     import numpy as np
 
-    runs = load_runs(out)
+    finished = _finished_run_files(out)
+    runs = load_runs(finished)
     if not runs:
         return "no finished runs"
     with open(out / "results.csv", "w", newline="") as handle:
@@ -249,7 +254,7 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
                      + f" | {improvement} | {p_value} | {epochs} | {speed:.1f} |")
     lines += ["", "Seeds: " + "; ".join(f"{name}: {', '.join(map(str, sorted(by_variant[name])))}" for name in order)
               + ". Mean ± sample std over seeds; a single value is one seed (no spread, no test)."]
-    builds = semantic_builds_note(out)
+    builds = semantic_builds_note(finished)
     if builds:
         lines += ["", builds]
     if best and reference is None:
@@ -260,15 +265,15 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
         return markdown
     (out / "results.md").write_text(markdown)
     _plot(out, order, by_variant, dataset, title)
-    _plot_curves(out, order, dataset, title)
-    groups = group_summary(out, order, title or dataset)
+    _plot_curves(out, finished, order, dataset, title)
+    groups = group_summary(finished, order, title or dataset)
     if groups:
         (out / "results_by_group.md").write_text(groups)
     return markdown
 
 
-def semantic_builds_note(out: Path, listed: int = 3) -> str:
-    """One paragraph on which builds of the semantic files the finished runs in ``out`` read.
+def semantic_builds_note(finished: FinishedRuns, listed: int = 3) -> str:
+    """One paragraph on which builds of the semantic files the ``finished`` runs read.
 
     Every file is named with the first 8 hex digits of each sha256 the run files record and how many runs read
     it (the runs themselves when at most ``listed``). When a file was read in more than one build the note says so
@@ -276,17 +281,16 @@ def semantic_builds_note(out: Path, listed: int = 3) -> str:
     cell by a few percent, so such rows do not compare like for like. Empty when no run file records its semantic
     files (run files written before they were recorded).
     """
-    runs_by_sha: dict[str, dict[str, list[str]]] = {}
-    files_by_variant: dict[str, list[dict[str, str]]] = {}
+    runs_by_sha: dict[str, dict[str, list[str]]] = {}  # file -> sha256 -> the runs that read it
+    shas_by_variant: dict[str, dict[str, set[str]]] = {}  # variant -> file -> the sha256s its seeds read
     not_recorded = 0
-    for variant, data in _finished_run_files(out):
+    for variant, data in finished:
         if "semantic_files" not in data:
             not_recorded += 1
             continue
-        files = (data["semantic_files"] or {}).get("files") or {}
-        files_by_variant.setdefault(variant, []).append(files)
-        for name, sha in files.items():
+        for name, sha in ((data["semantic_files"] or {}).get("files") or {}).items():
             runs_by_sha.setdefault(name, {}).setdefault(sha, []).append(f"{variant} seed {data['seed']}")
+            shas_by_variant.setdefault(variant, {}).setdefault(name, set()).add(sha)
     if not runs_by_sha:
         return ""
 
@@ -302,8 +306,7 @@ def semantic_builds_note(out: Path, listed: int = 3) -> str:
         note += f"; {not_recorded} run file(s) predate this record"
     note += "."
     if any(len(by_sha) > 1 for by_sha in runs_by_sha.values()):
-        mixed = [variant for variant, runs in files_by_variant.items()
-                 if any(first.get(name, sha) != sha for first in runs for other in runs for name, sha in other.items())]
+        mixed = [variant for variant, by_file in shas_by_variant.items() if any(len(shas) > 1 for shas in by_file.values())]
         note += (" **More than one build of the semantic files is in this table**"
                  + (f"; these variants mix builds across their seeds: {', '.join(mixed)}" if mixed else "")
                  + ". A rebuild on another machine can move an SRA-CL cell by a few percent; compare rows that read "
@@ -311,7 +314,9 @@ def semantic_builds_note(out: Path, listed: int = 3) -> str:
     return note
 
 
-def group_summary(out: Path, order: Sequence[str], title: str, metrics: Sequence[str] = ("hit@20", "ndcg@20")) -> str:
+def group_summary(
+    finished: FinishedRuns, order: Sequence[str], title: str, metrics: Sequence[str] = ("hit@20", "ndcg@20")
+) -> str:
     """Markdown tables of the per-group test metrics (``test_result_by_group`` of the runs), mean over seeds.
 
     Empty when no run has them (runs made before they were recorded).
@@ -321,7 +326,7 @@ def group_summary(out: Path, order: Sequence[str], title: str, metrics: Sequence
     from recbole_sracl.evaluation import group_order
 
     grouped: dict[str, dict[str, list[dict]]] = {}
-    for variant, data in _finished_run_files(out):
+    for variant, data in finished:
         for grouping, groups in (data.get("test_result_by_group") or {}).items():
             grouped.setdefault(grouping, {}).setdefault(variant, []).append(groups)
     sections = []
@@ -425,13 +430,13 @@ def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: st
     plt.close(figure)
 
 
-def _plot_curves(out: Path, order: list[str], dataset: str, title: str) -> None:
+def _plot_curves(out: Path, finished: FinishedRuns, order: list[str], dataset: str, title: str) -> None:
     """``results_curves.png``: validation score and training loss per epoch, one line per run (when recorded).
 
     Run files written before learning curves were recorded are left out; nothing is written when no run has one.
     """
     curves: dict[str, list[dict[str, Any]]] = {}
-    for variant, data in _finished_run_files(out):
+    for variant, data in finished:
         if any(score is not None for score in data.get("epoch_valid_score") or []):
             curves.setdefault(variant, []).append(data)
     if not curves:
