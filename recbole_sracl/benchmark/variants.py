@@ -95,7 +95,8 @@ VARIANTS: dict[str, Variant] = {
         # L_IS with a normalised similarity: cosine and temperature 0.2 for L_IS alone (L_CS keeps the paper's dot, 1)
         *[Variant(f"SRACL{ablation}_is_cos{IS_COS_TAU}", "SRACL", (*overrides, "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
                   description=f"{label}L_IS with cosine similarity, temperature {IS_COS_TAU}")
-          for ablation, overrides, label in (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "))],
+          for ablation, overrides, label in (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "),
+                                             ("_alpha0.2", ("--alpha=0.2",), "alpha=0.2, "))],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in NEIGHBOUR_ENCODINGS],
@@ -116,7 +117,7 @@ GROUPS: dict[str, list[str]] = {
     "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
                   "SRACL_wo_LIS_cs_symmetric_online"],
     "anchor": ["SRACL_cs_anchor_separate", "SRACL_wo_LIS_cs_anchor_separate"],
-    "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}"],
+    "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}", f"SRACL_alpha0.2_is_cos{IS_COS_TAU}"],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
 }
 
