@@ -157,7 +157,7 @@ def test_compare_resumes_a_run_cut_off_mid_training(tmp_path, monkeypatch):
     os.utime(cut_off / "SASRec-tiny-old-last.pth", (0, 0))
     commands = {}
 
-    def record(command, log_file, threads, cwd):
+    def record(command, log_file, threads, cwd, children=None):
         commands[log_file.stem] = command
         return 0, 0.0
 
@@ -179,6 +179,51 @@ def test_a_resumed_run_appends_to_its_log(tmp_path):
     assert lines[0] == "first attempt" and lines[-1] == "second attempt"
     _run_one([sys.executable, "-c", "print('fresh')"], log, 1, tmp_path)
     assert log.read_text().splitlines()[1:] == ["fresh"]
+
+
+# a harness whose runs are a child that writes its pid and sleeps, so the test can stop the harness mid-run
+_SLEEPING_HARNESS = """
+import sys
+from recbole_sracl.benchmark import compare
+
+def sleeping_run(variant, seed, dataset, shared, result_file, checkpoint_dir):
+    return [sys.executable, "-c", "import os, time; open('child.pid', 'w').write(str(os.getpid())); time.sleep(300)"]
+
+compare.run_command = sleeping_run
+sys.exit(compare.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
+def test_stopping_the_harness_stops_its_runs(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "results"
+    harness = subprocess.Popen(
+        [sys.executable, "-c", _SLEEPING_HARNESS, "--dataset=tiny", "--variants=SASRec", "--seeds=1,2", "--workers=1",
+         f"--out={out}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = out / "work" / "child.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    harness.send_signal(signal.SIGTERM)
+    _, stderr = harness.communicate(timeout=60)
+    assert harness.returncode == 130
+    assert "stopped: 1 running run(s) terminated" in stderr and "rerun the same command" in stderr
+    with pytest.raises(ProcessLookupError):  # the run is gone, not left training on its own
+        os.kill(child, 0)
+    assert not (out / "work" / "logs" / "SASRec__seed2.log").exists()  # the queued run was not started
+
+
+def test_child_processes_start_nothing_once_stopping(tmp_path):
+    from recbole_sracl.benchmark.compare import ChildProcesses, _run_one
+
+    children = ChildProcesses()
+    assert children.stop_all() == 0
+    code, _ = _run_one([sys.executable, "-c", "open('ran', 'w')"], tmp_path / "run.log", 1, tmp_path, children)
+    assert code is None and not (tmp_path / "ran").exists()
 
 
 def _append_invocations(out, writer, count):

@@ -5,7 +5,8 @@
 Each run is a separate ``python -m recbole_sracl.quick_start`` process (so one crash or one leak cannot
 touch the others) writing ``runs/<variant>__seed<seed>.json``; finished runs are skipped when the command
 is repeated, and a run that was cut off mid-training continues from its ``-last.pth`` checkpoint
-(``--resume``), so an interrupted harness loses at most one epoch per run. The summary (CSV, markdown table with mean +- std,
+(``--resume``), so an interrupted harness loses at most one epoch per run; stopping the harness (Ctrl-C, SIGTERM,
+SIGHUP) stops the runs it started. The summary (CSV, markdown table with mean +- std,
 improvement over the best baseline and a paired t-test across seeds, PNG chart, per-group tables) is rebuilt from all the
 run files at the end, or alone with ``--summarise_only``. ``--check_against=<result folder>`` compares the runs with
 the same variants and seeds in another folder (a reproduction check: ``reproduction.md``).
@@ -15,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 try:
     import fcntl
@@ -64,7 +68,51 @@ def interrupted_checkpoint(checkpoint_dir: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _run_one(command: list[str], log_file: Path, threads: int, cwd: Path) -> tuple[int, float]:
+class ChildProcesses:
+    """The training processes one harness command started and that are still running.
+
+    Stopping the harness (Ctrl-C, ``kill``, a closed terminal) stops them too: a run left training on its own would
+    keep writing into the result folder, and a rerun of the harness would resume the same run a second time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def call(self, command: list[str], **popen_kwargs: Any) -> int | None:
+        """Run ``command`` to its end and return its exit code; None if the harness is stopping (not started)."""
+        with self._lock:
+            if self.stopping:
+                return None
+            process = subprocess.Popen(command, **popen_kwargs)
+            self._running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def stop_all(self, grace_seconds: float = 30.0) -> int:
+        """Start no more processes, terminate the running ones (killed after ``grace_seconds``); return how many."""
+        with self._lock:
+            self.stopping = True
+            running = list(self._running)
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + grace_seconds
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return len(running)
+
+
+def _run_one(command: list[str], log_file: Path, threads: int, cwd: Path,
+             children: ChildProcesses | None = None) -> tuple[int | None, float]:
+    """Run one training command with its output in ``log_file``; returns (exit code or None if not started, seconds)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     started = time.time()
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +120,29 @@ def _run_one(command: list[str], log_file: Path, threads: int, cwd: Path) -> tup
     with open(log_file, "a" if resuming else "w") as log:
         log.write(shlex.join(command) + "\n")
         log.flush()
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        code = (children or ChildProcesses()).call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return code, time.time() - started
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, as Ctrl-C does (a signal
+    that is ignored, as SIGHUP under ``nohup``, stays ignored)."""
+    names = [name for name in ("SIGTERM", "SIGHUP")
+             if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN]
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {name: signal.signal(getattr(signal, name), interrupt) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def ensure_semantic_files(dataset: str, shared: Sequence[str], variants: Sequence[Variant],
@@ -149,20 +218,31 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
         "threads_per_run": args.threads,
     })
     print(f"{len(jobs)} run(s) to do, {args.workers} at a time ({args.threads} thread(s) each) -> {out}", flush=True)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
-        futures = {
-            pool.submit(_run_one, command, work / "logs" / f"{run_name(variant.name, seed)}.log", args.threads,
-                        work): (variant, seed, result_file)
-            for variant, seed, command, result_file in jobs
-        }
-        for future in concurrent.futures.as_completed(futures):
-            variant, seed, result_file = futures[future]
-            code, seconds = future.result()
-            status = "ok" if code == 0 and completed(result_file) else f"FAILED (exit {code}, see work/logs)"
-            print(f"{run_name(variant.name, seed)}: {status} in {seconds / 60:.1f} min", flush=True)
-            if code == 0 and not args.keep_checkpoints:
-                for checkpoint in (work / "checkpoints" / run_name(variant.name, seed)).glob("*.pth"):
-                    checkpoint.unlink()
+    children = ChildProcesses()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.workers)
+    try:
+        with _signals_as_interrupt():
+            futures = {
+                pool.submit(_run_one, command, work / "logs" / f"{run_name(variant.name, seed)}.log", args.threads,
+                            work, children): (variant, seed, result_file)
+                for variant, seed, command, result_file in jobs
+            }
+            for future in concurrent.futures.as_completed(futures):
+                variant, seed, result_file = futures[future]
+                code, seconds = future.result()
+                status = "ok" if code == 0 and completed(result_file) else f"FAILED (exit {code}, see work/logs)"
+                print(f"{run_name(variant.name, seed)}: {status} in {seconds / 60:.1f} min", flush=True)
+                if code == 0 and not args.keep_checkpoints:
+                    for checkpoint in (work / "checkpoints" / run_name(variant.name, seed)).glob("*.pth"):
+                        checkpoint.unlink()
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stopped = children.stop_all()
+        print(f"stopped: {stopped} running run(s) terminated, the others not started; rerun the same command to "
+              "resume them (each from its last finished epoch)", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    finally:
+        pool.shutdown(wait=True)
 
 
 # ---- summary ------------------------------------------------------------------------------------------------
