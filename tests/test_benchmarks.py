@@ -339,7 +339,9 @@ def test_variant_groups_expand_in_order_without_repeats():
     assert [(v.name, v.overrides) for v in expand(["granularity"])] == [
         ("SRACL_prefix", ("--user_granularity=prefix",)),
         ("SRACL_prefix_wo_LIS", ("--user_granularity=prefix", "--beta=0")),
-        ("SRACL_prefix_other_users_wo_LIS", ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0"))]
+        ("SRACL_prefix_other_users_wo_LIS", ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0")),
+        ("SRACL_prefix_other_users_alpha0.2_is_cos0.2", ("--user_granularity=prefix", "--prefix_same_user=False",
+                                                         "--alpha=0.2", "--is_sim=cos", "--is_tau=0.2"))]
     assert [(v.name, v.overrides) for v in expand(["pool"])] == [
         ("SRACL_wo_LCS_random_pool", ("--alpha=0", "--substitution_pool=random")),
         ("SRACL_random_pool", ("--substitution_pool=random",)),

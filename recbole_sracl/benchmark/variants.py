@@ -93,6 +93,12 @@ VARIANTS: dict[str, Variant] = {
         Variant("SRACL_prefix_other_users_wo_LIS", "SRACL",
                 ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0"),
                 description="L_CS per training prefix, other users' prefixes only, w/o L_IS"),
+        # the full method with the strongest L_CS form measured (other users' prefixes, alpha 0.2) and cosine L_IS
+        Variant(f"SRACL_prefix_other_users_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}", "SRACL",
+                ("--user_granularity=prefix", "--prefix_same_user=False", f"--alpha={IS_COS_ALPHA}", "--is_sim=cos",
+                 f"--is_tau={IS_COS_TAU}"),
+                description=f"L_CS per training prefix, other users' prefixes only, alpha={IS_COS_ALPHA}, "
+                            f"L_IS with cosine similarity, temperature {IS_COS_TAU}"),
         # L_IS with a normalised similarity: cosine and temperature 0.2 for L_IS alone (L_CS keeps the paper's dot, 1)
         *[Variant(f"SRACL{ablation}_is_cos{IS_COS_TAU}", "SRACL", (*overrides, "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
                   description=f"{label}L_IS with cosine similarity, temperature {IS_COS_TAU}")
@@ -120,7 +126,8 @@ GROUPS: dict[str, list[str]] = {
                   "SRACL_wo_LIS_cs_symmetric_online"],
     "anchor": ["SRACL_cs_anchor_separate", "SRACL_wo_LIS_cs_anchor_separate"],
     "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}", f"SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
-    "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS"],
+    "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS",
+                    f"SRACL_prefix_other_users_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
 }
 
 
