@@ -342,6 +342,11 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_prefix_other_users_wo_LIS", ("--user_granularity=prefix", "--prefix_same_user=False", "--beta=0")),
         ("SRACL_prefix_other_users_alpha0.2_is_cos0.2", ("--user_granularity=prefix", "--prefix_same_user=False",
                                                          "--alpha=0.2", "--is_sim=cos", "--is_tau=0.2"))]
+    assert [(v.name, v.overrides) for v in expand(["backbones"])] == [
+        ("GRU4Rec+SRACL", ("--backbone=GRU4Rec",)),
+        ("GRU4Rec+SRACL_wo_LIS", ("--backbone=GRU4Rec", "--beta=0")),
+        ("DuoRec+SRACL", ("--backbone=DuoRec",)),
+        ("DuoRec+SRACL_wo_LIS", ("--backbone=DuoRec", "--beta=0"))]
     assert [(v.name, v.overrides) for v in expand(["pool"])] == [
         ("SRACL_wo_LCS_random_pool", ("--alpha=0", "--substitution_pool=random")),
         ("SRACL_random_pool", ("--substitution_pool=random",)),
