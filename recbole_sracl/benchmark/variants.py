@@ -46,6 +46,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("GRU4Rec+SRACL", "SRACL", ("--backbone=GRU4Rec",), description="SRA-CL on GRU4Rec"),
         Variant("GRU4Rec+SRACL_wo_LIS", "SRACL", ("--backbone=GRU4Rec", "--beta=0"),
                 description="SRA-CL on GRU4Rec, cross-sequence loss only"),
+        Variant("GRU4Rec+SRACL_wo_LCS", "SRACL", ("--backbone=GRU4Rec", "--alpha=0"),
+                description="SRA-CL on GRU4Rec, item-level loss only"),
         Variant("DuoRec+SRACL", "SRACL", ("--backbone=DuoRec",), description="SRA-CL on DuoRec"),
         Variant("DuoRec+SRACL_wo_LIS", "SRACL", ("--backbone=DuoRec", "--beta=0"),
                 description="SRA-CL on DuoRec, cross-sequence loss only"),
@@ -116,7 +118,8 @@ VARIANTS: dict[str, Variant] = {
 GROUPS: dict[str, list[str]] = {
     "main": ["SASRec", "GRU4Rec", "CL4SRec", "DuoRec", "SRACL"],
     "ablations": ["SRACL_wo_LCS", "SRACL_wo_LIS", "SRACL_wo_CL", "SRACL_Unlearnable"],
-    "backbones": ["GRU4Rec+SRACL", "GRU4Rec+SRACL_wo_LIS", "DuoRec+SRACL", "DuoRec+SRACL_wo_LIS"],
+    "backbones": ["GRU4Rec+SRACL", "GRU4Rec+SRACL_wo_LIS", "GRU4Rec+SRACL_wo_LCS", "DuoRec+SRACL",
+                  "DuoRec+SRACL_wo_LIS"],
     "ksweep": [f"SRACL_k{k}" for k in K_SWEEP],
     "betasweep": [f"SRACL_beta{beta}" for beta in BETA_SWEEP],
     "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
