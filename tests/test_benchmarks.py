@@ -346,6 +346,7 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("GRU4Rec+SRACL", ("--backbone=GRU4Rec",)),
         ("GRU4Rec+SRACL_wo_LIS", ("--backbone=GRU4Rec", "--beta=0")),
         ("GRU4Rec+SRACL_wo_LCS", ("--backbone=GRU4Rec", "--alpha=0")),
+        ("GRU4Rec+SRACL_wo_LIS_alpha0.2", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.2")),
         ("DuoRec+SRACL", ("--backbone=DuoRec",)),
         ("DuoRec+SRACL_wo_LIS", ("--backbone=DuoRec", "--beta=0"))]
     assert [(v.name, v.overrides) for v in expand(["pool"])] == [
