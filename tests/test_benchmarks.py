@@ -349,6 +349,10 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("GRU4Rec+SRACL_wo_LIS_alpha0.2", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.2")),
         ("DuoRec+SRACL", ("--backbone=DuoRec",)),
         ("DuoRec+SRACL_wo_LIS", ("--backbone=DuoRec", "--beta=0"))]
+    assert [(v.name, v.overrides) for v in expand(["gru4rec_alphasweep"])] == [
+        ("GRU4Rec+SRACL_wo_LIS_alpha0.05", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.05")),
+        ("GRU4Rec+SRACL_wo_LIS_alpha0.2", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.2")),
+        ("GRU4Rec+SRACL_wo_LIS_alpha0.4", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.4"))]
     assert [(v.name, v.overrides) for v in expand(["pool"])] == [
         ("SRACL_wo_LCS_random_pool", ("--alpha=0", "--substitution_pool=random")),
         ("SRACL_random_pool", ("--substitution_pool=random",)),
