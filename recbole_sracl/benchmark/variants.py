@@ -111,6 +111,10 @@ VARIANTS: dict[str, Variant] = {
           for ablation, overrides, label in (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "),
                                              (f"_alpha{IS_COS_ALPHA}", (f"--alpha={IS_COS_ALPHA}",),
                                               f"alpha={IS_COS_ALPHA}, "))],
+        Variant(f"GRU4Rec+SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}", "SRACL",
+                ("--backbone=GRU4Rec", f"--alpha={IS_COS_ALPHA}", "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
+                description=f"SRA-CL on GRU4Rec, alpha={IS_COS_ALPHA}, L_IS with cosine similarity, "
+                            f"temperature {IS_COS_TAU}"),
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in NEIGHBOUR_ENCODINGS],
@@ -133,7 +137,8 @@ GROUPS: dict[str, list[str]] = {
     "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
                   "SRACL_wo_LIS_cs_symmetric_online"],
     "anchor": ["SRACL_cs_anchor_separate", "SRACL_wo_LIS_cs_anchor_separate"],
-    "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}", f"SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
+    "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}", f"SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}",
+              f"GRU4Rec+SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS",
                     f"SRACL_prefix_other_users_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
 }
