@@ -452,3 +452,43 @@ def test_scored_above_exact_values():
     assert items.tolist() == [2, 4]
     assert shares.tolist() == [0.5, 0.0]  # item 2: neighbour 1 above, 4 below; item 4: neither 2 nor 3 above
     assert by_group.tolist() == [[0.5, 0.5], [0.0, 0.0]]  # item 2: item 1 of group 0, item 3 of group 1
+
+
+def test_status_reports_finished_cut_off_and_planned_runs(tmp_path, capsys):
+    from recbole_sracl.benchmark.compare import main, status_report
+    from recbole_sracl.trainer import save_atomically
+
+    out = tmp_path / "results"
+    (out / "runs").mkdir(parents=True)
+    finished = out / "runs" / "SASRec__seed1.json"
+    finished.write_text(json.dumps({"seed": 1, "epochs_run": 27, "best_epoch": 15, "best_valid_score": 0.0772,
+                                    "median_epoch_seconds": 22.41, "test_result": {"ndcg@20": 0.0629}}))
+    os.utime(finished, (1000.0, 1000.0))
+    cut_off = out / "work" / "checkpoints" / "SRACL__seed1"
+    cut_off.mkdir(parents=True)
+    save_atomically({"config": {"stopping_step": 10, "eval_step": 1, "epochs": 300}, "epoch": 7, "cur_step": 3,
+                     "best_epoch": 4, "best_valid_score": 0.05, "finished": False, "epoch_seconds": [100.0, 120.0, 110.0],
+                     "epoch_valid_score": [0.01, 0.02, 0.03, 0.04, 0.05, 0.049, 0.048, None]},
+                    cut_off / "SRACL-tiny-x-last.pth")
+    os.utime(cut_off / "SRACL-tiny-x-last.pth", (1000.0 + 3 * 3600 + 5 * 60,) * 2)
+    broken = out / "work" / "checkpoints" / "DuoRec__seed1"
+    broken.mkdir()
+    (broken / "DuoRec-tiny-y-last.pth").write_bytes(b"not a checkpoint")
+    os.utime(broken / "DuoRec-tiny-y-last.pth", (1000.0, 1000.0))
+    now = 1000.0 + 4 * 3600
+    table = status_report(out, ["SRACL__seed1", "CL4SRec__seed1"], now=now).splitlines()
+    assert table[4:6] == [
+        "| SRACL__seed1 | training or cut off (rerun to resume) | 8 | 4 | 0.0500 | valid 0.0480 at epoch 6 | 110.0 "
+        "| 8 (15 min) | 55 min ago |",
+        "| CL4SRec__seed1 | not started |  |  |  |  |  |  |  |",
+    ]
+    assert table[6].startswith("| DuoRec__seed1 | unreadable checkpoint |  |  |  | ")
+    assert "is not a checkpoint written by recbole_sracl" in table[6] and table[6].endswith("| 4 h 00 min ago |")
+    assert table[7] == "| SASRec__seed1 | finished | 27 | 15 | 0.0772 | test NDCG@20 0.0629 | 22.4 |  | 4 h 00 min ago |"
+    assert len(table) == 8
+    assert main(["--dataset=tiny", f"--out={out}", "--status", "--variants=SASRec", "--seeds=1,2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| SASRec__seed2 | not started |" in printed and "| SRACL__seed1 | training or cut off" in printed
+    assert not (out / "harness.json").exists()  # --status starts nothing and records nothing
+    assert main(["--dataset=tiny", f"--out={tmp_path / 'empty'}", "--status"]) == 0
+    assert "no runs in" in capsys.readouterr().out

@@ -8,8 +8,9 @@ is repeated, and a run that was cut off mid-training continues from its ``-last.
 (``--resume``), so an interrupted harness loses at most one epoch per run; stopping the harness (Ctrl-C, SIGTERM,
 SIGHUP) stops the runs it started. The summary (CSV, markdown table with mean +- std,
 improvement over the best baseline and a paired t-test across seeds, PNG chart, per-group tables) is rebuilt from all the
-run files at the end, or alone with ``--summarise_only``. ``--check_against=<result folder>`` compares the runs with
-the same variants and seeds in another folder (a reproduction check: ``reproduction.md``).
+run files at the end, or alone with ``--summarise_only``; ``--status`` prints where each run stands and starts
+nothing. ``--check_against=<result folder>`` compares the runs with the same variants and seeds in another folder (a
+reproduction check: ``reproduction.md``).
 """
 
 from __future__ import annotations
@@ -243,6 +244,77 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
         raise SystemExit(130) from None
     finally:
         pool.shutdown(wait=True)
+
+
+# ---- status -------------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _run_status(name: str, out: Path, now: float) -> list[str]:
+    """The cells of one run's row in :func:`status_report`."""
+    import statistics
+
+    result_file = out / "runs" / f"{name}.json"
+    if completed(result_file):
+        data = json.loads(result_file.read_text())
+        return ["finished", str(data["epochs_run"]), str(data["best_epoch"]), f"{data['best_valid_score']:.4f}",
+                f"test NDCG@20 {data['test_result']['ndcg@20']:.4f}", f"{data['median_epoch_seconds']:.1f}", "",
+                _duration(now - result_file.stat().st_mtime) + " ago"]
+    last = interrupted_checkpoint(out / "work" / "checkpoints" / name)
+    if last is None:
+        return ["not started", "", "", "", "", "", "", ""]
+    from recbole_sracl.errors import SRACLError
+    from recbole_sracl.trainer import load_checkpoint
+
+    age = _duration(now - last.stat().st_mtime) + " ago"
+    try:
+        checkpoint = load_checkpoint(last)
+    except SRACLError as error:
+        return ["unreadable checkpoint", "", "", "", str(error), "", "", age]
+    config, done = checkpoint.get("config") or {}, checkpoint["epoch"] + 1
+    seconds = statistics.median(checkpoint["epoch_seconds"]) if checkpoint.get("epoch_seconds") else None
+    if checkpoint.get("finished"):
+        state, more = "stopped early, test not evaluated (rerun to evaluate)", 0
+    else:
+        state = "training or cut off (rerun to resume)"
+        more = None  # checkpoints without the settings early stopping needs: unknown
+        if all(isinstance(config.get(key), int) for key in ("stopping_step", "eval_step", "epochs")):
+            until_stop = (config["stopping_step"] + 1 - checkpoint["cur_step"]) * max(1, config["eval_step"])
+            more = max(0, min(until_stop, config["epochs"] - done))
+    scores = [(epoch, score) for epoch, score in enumerate(checkpoint.get("epoch_valid_score") or [])
+              if score is not None]
+    latest = f"valid {scores[-1][1]:.4f} at epoch {scores[-1][0]}" if scores else ""
+    at_least = "" if more is None else f"{more}" + (f" ({_duration(more * seconds)})" if seconds and more else "")
+    return [state, str(done), str(checkpoint["best_epoch"]), f"{checkpoint['best_valid_score']:.4f}", latest,
+            "" if seconds is None else f"{seconds:.1f}", at_least, age]
+
+
+def status_report(out: Path, planned: Sequence[str] = (), now: float | None = None) -> str:
+    """Markdown table of where every run in ``out`` stands, from its result file or its ``-last.pth`` checkpoint.
+
+    Rows: the ``planned`` run names (``variant__seed<seed>``) first, in order, then any other run found in
+    ``out/runs`` or ``out/work/checkpoints``. For an unfinished run it gives the epochs done, the best epoch so far
+    and the fewest epochs early stopping still needs (patience left), with the time they take at the run's median
+    epoch; the age of the newest file tells a running run (minutes) from one that was cut off.
+    """
+    found = {path.stem for path in (out / "runs").glob("*.json")}
+    checkpoints = out / "work" / "checkpoints"
+    if checkpoints.is_dir():
+        found |= {path.name for path in checkpoints.iterdir() if path.is_dir()}
+    names = list(dict.fromkeys([*planned, *sorted(found)]))
+    if not names:
+        return f"no runs in {out}: nothing planned (--variants, --seeds) and no run files or checkpoints there"
+    now = time.time() if now is None else now
+    lines = [f"### Runs in {out}", "",
+             "| run | state | epochs done | best epoch | best valid score | latest result | s/epoch (median) "
+             "| epochs at least still to run (time) | last written |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | " + " | ".join(_run_status(name, out, now)) + " |" for name in names]
+    return "\n".join(lines) + "\n"
 
 
 # ---- summary ------------------------------------------------------------------------------------------------
@@ -553,8 +625,8 @@ def _plot_curves(out: Path, finished: FinishedRuns, order: list[str], dataset: s
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--variants", default="main",
-                        help=f"variant and group names (groups: {', '.join(GROUPS)}), comma-separated")
+    parser.add_argument("--variants", default=None,
+                        help=f"variant and group names (groups: {', '.join(GROUPS)}), comma-separated; default: main")
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     parser.add_argument("--out", default=None, help="default: benchmarks/results/<dataset>/<today>")
     parser.add_argument("--workers", type=int, default=1, help="runs at the same time")
@@ -562,6 +634,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--config_files", default=None, help="yaml files given to every run")
     parser.add_argument("--title", default="", help="title of the markdown table and the chart")
     parser.add_argument("--summarise_only", action="store_true")
+    parser.add_argument("--status", action="store_true",
+                        help="print where every run in --out stands (finished, epochs done, best epoch, patience left) "
+                        "and exit; with --variants also the runs not started yet")
     parser.add_argument("--reference", default=None, help="compare every variant with this one (e.g. SASRec) "
                         "instead of the best baseline; writes results_vs_<reference>.md")
     parser.add_argument("--keep_checkpoints", action="store_true")
@@ -569,6 +644,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
                         help="a result folder (e.g. the committed one): compare every finished run here with its "
                         "variant and seed there; writes reproduction.md")
     args, shared = parser.parse_known_args(argv)
+    args.variants_given = args.variants is not None
+    if args.variants is None:
+        args.variants = "main"
     if args.out is None:
         args.out = str(Path("benchmarks") / "results" / args.dataset / time.strftime("%Y-%m-%d"))
     if args.threads <= 0:
@@ -587,6 +665,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
+    if args.status:
+        planned = []
+        if args.variants_given:
+            seeds = [int(seed) for seed in args.seeds.replace(",", " ").split()]
+            variants = expand(args.variants.replace(",", " ").split())
+            planned = [run_name(variant.name, seed) for seed in seeds for variant in variants]
+        print(status_report(Path(args.out), planned))
+        return 0
     if not args.summarise_only:
         run_all(args, shared)
     print(summarise(Path(args.out), args.dataset, args.title, args.reference))
