@@ -492,3 +492,6 @@ def test_status_reports_finished_cut_off_and_planned_runs(tmp_path, capsys):
     assert not (out / "harness.json").exists()  # --status starts nothing and records nothing
     assert main(["--dataset=tiny", f"--out={tmp_path / 'empty'}", "--status"]) == 0
     assert "no runs in" in capsys.readouterr().out
+    assert main(["--dataset=tiny", f"--out={out}", "--status", "--seeds=2024,x"]) == 2
+    assert capsys.readouterr().err == "error: --seeds=2024,x: give whole numbers, comma-separated (e.g. " \
+                                      "--seeds=2024,2025,2026)\n"

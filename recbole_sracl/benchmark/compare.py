@@ -192,10 +192,25 @@ def record_invocation(out: Path, invocation: dict[str, Any]) -> None:
         atomic_write(harness_file, lambda handle: handle.write(json.dumps(history, indent=2)))
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: whole numbers, comma- or space-separated."""
+    try:
+        seeds = [int(seed) for seed in text.replace(",", " ").split()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ValueError(f"--seeds={text}: give whole numbers, comma-separated (e.g. --seeds=2024,2025,2026)")
+    return seeds
+
+
+def planned_runs(args: argparse.Namespace) -> tuple[list[Variant], list[int]]:
+    """The variants and seeds that ``--variants`` and ``--seeds`` name (KeyError / ValueError if one is invalid)."""
+    return expand(args.variants.replace(",", " ").split()), parse_seeds(args.seeds)
+
+
 def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     out = Path(args.out)
-    variants = expand(args.variants.replace(",", " ").split())
-    seeds = [int(seed) for seed in args.seeds.replace(",", " ").split()]
+    variants, seeds = planned_runs(args)
     config_files = args.config_files.replace(",", " ").split() if args.config_files else []
     ensure_semantic_files(args.dataset, shared, variants, config_files)
     if config_files:
@@ -661,16 +676,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: unrecognised argument '{arg}': shared settings look like --key=value", file=sys.stderr)
             return 2
     try:
-        expand(args.variants.replace(",", " ").split())
-    except KeyError as error:
+        variants, seeds = planned_runs(args)
+    except (KeyError, ValueError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
     if args.status:
-        planned = []
-        if args.variants_given:
-            seeds = [int(seed) for seed in args.seeds.replace(",", " ").split()]
-            variants = expand(args.variants.replace(",", " ").split())
-            planned = [run_name(variant.name, seed) for seed in seeds for variant in variants]
+        planned = [run_name(variant.name, seed) for seed in seeds for variant in variants] if args.variants_given else []
         print(status_report(Path(args.out), planned))
         return 0
     if not args.summarise_only:
