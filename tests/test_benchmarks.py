@@ -475,20 +475,27 @@ def test_status_reports_finished_cut_off_and_planned_runs(tmp_path, capsys):
     broken.mkdir()
     (broken / "DuoRec-tiny-y-last.pth").write_bytes(b"not a checkpoint")
     os.utime(broken / "DuoRec-tiny-y-last.pth", (1000.0, 1000.0))
+    first_epoch = out / "work" / "logs" / "GRU4Rec__seed1.log"  # started, no checkpoint yet
+    first_epoch.parent.mkdir(parents=True)
+    first_epoch.write_text("training...\n")
+    os.utime(first_epoch, (1000.0 + 3 * 3600 + 58 * 60,) * 2)
     now = 1000.0 + 4 * 3600
-    table = status_report(out, ["SRACL__seed1", "CL4SRec__seed1"], now=now).splitlines()
-    assert table[4:6] == [
+    table = status_report(out, ["SRACL__seed1", "CL4SRec__seed1", "GRU4Rec__seed1"], now=now).splitlines()
+    assert table[4:7] == [
         "| SRACL__seed1 | training or cut off (rerun to resume) | 8 | 4 | 0.0500 | valid 0.0480 at epoch 6 | 110.0 "
         "| 8 (15 min) | 55 min ago |",
         "| CL4SRec__seed1 | not started |  |  |  |  |  |  |  |",
+        "| GRU4Rec__seed1 | started, no epoch finished yet (or failed: see work/logs/GRU4Rec__seed1.log) | 0 |  |  "
+        "|  |  |  | 2 min ago |",
     ]
-    assert table[6].startswith("| DuoRec__seed1 | unreadable checkpoint |  |  |  | ")
-    assert "is not a checkpoint written by recbole_sracl" in table[6] and table[6].endswith("| 4 h 00 min ago |")
-    assert table[7] == "| SASRec__seed1 | finished | 27 | 15 | 0.0772 | test NDCG@20 0.0629 | 22.4 |  | 4 h 00 min ago |"
-    assert len(table) == 8
+    assert table[7].startswith("| DuoRec__seed1 | unreadable checkpoint |  |  |  | ")
+    assert "is not a checkpoint written by recbole_sracl" in table[7] and table[7].endswith("| 4 h 00 min ago |")
+    assert table[8] == "| SASRec__seed1 | finished | 27 | 15 | 0.0772 | test NDCG@20 0.0629 | 22.4 |  | 4 h 00 min ago |"
+    assert len(table) == 9
     assert main(["--dataset=tiny", f"--out={out}", "--status", "--variants=SASRec", "--seeds=1,2"]) == 0
     printed = capsys.readouterr().out
     assert "| SASRec__seed2 | not started |" in printed and "| SRACL__seed1 | training or cut off" in printed
+    assert "| GRU4Rec__seed1 | started, no epoch finished yet" in printed  # found by its log alone
     assert not (out / "harness.json").exists()  # --status starts nothing and records nothing
     assert main(["--dataset=tiny", f"--out={tmp_path / 'empty'}", "--status"]) == 0
     assert "no runs in" in capsys.readouterr().out

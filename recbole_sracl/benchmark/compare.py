@@ -281,6 +281,10 @@ def _run_status(name: str, out: Path, now: float) -> list[str]:
                 _duration(now - result_file.stat().st_mtime) + " ago"]
     last = interrupted_checkpoint(out / "work" / "checkpoints" / name)
     if last is None:
+        log_file = out / "work" / "logs" / f"{name}.log"
+        if log_file.is_file():  # the harness started it: running its first epoch, or it failed (the log says)
+            return [f"started, no epoch finished yet (or failed: see work/logs/{log_file.name})", "0", "", "", "",
+                    "", "", _duration(now - log_file.stat().st_mtime) + " ago"]
         return ["not started", "", "", "", "", "", "", ""]
     from recbole_sracl.errors import SRACLError
     from recbole_sracl.trainer import load_checkpoint
@@ -312,14 +316,15 @@ def status_report(out: Path, planned: Sequence[str] = (), now: float | None = No
     """Markdown table of where every run in ``out`` stands, from its result file or its ``-last.pth`` checkpoint.
 
     Rows: the ``planned`` run names (``variant__seed<seed>``) first, in order, then any other run found in
-    ``out/runs`` or ``out/work/checkpoints``. For an unfinished run it gives the epochs done, the best epoch so far
-    and the fewest epochs early stopping still needs (patience left), with the time they take at the run's median
-    epoch; the age of the newest file tells a running run (minutes) from one that was cut off.
+    ``out/runs``, ``out/work/checkpoints`` or ``out/work/logs``. For an unfinished run it gives the epochs done, the
+    best epoch so far and the fewest epochs early stopping still needs (patience left), with the time they take at
+    the run's median epoch; the age of the newest file tells a running run (minutes) from one that was cut off.
     """
     found = {path.stem for path in (out / "runs").glob("*.json")}
     checkpoints = out / "work" / "checkpoints"
     if checkpoints.is_dir():
         found |= {path.name for path in checkpoints.iterdir() if path.is_dir()}
+    found |= {path.stem for path in (out / "work" / "logs").glob("*.log")}
     names = list(dict.fromkeys([*planned, *sorted(found)]))
     if not names:
         return f"no runs in {out}: nothing planned (--variants, --seeds) and no run files or checkpoints there"
