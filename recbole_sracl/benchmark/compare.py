@@ -208,6 +208,16 @@ def planned_runs(args: argparse.Namespace) -> tuple[list[Variant], list[int]]:
     return expand(args.variants.replace(",", " ").split()), parse_seeds(args.seeds)
 
 
+def _checkpoint_dir(work: Path, name: str) -> Path:
+    """Where run ``name`` keeps its checkpoints (``-last.pth`` to resume from), under the harness's ``work`` folder."""
+    return work / "checkpoints" / name
+
+
+def _log_file(work: Path, name: str) -> Path:
+    """Where the harness writes run ``name``'s output, under its ``work`` folder."""
+    return work / "logs" / f"{name}.log"
+
+
 def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     out = Path(args.out)
     variants, seeds = planned_runs(args)
@@ -222,7 +232,7 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
             result_file = out / "runs" / f"{run_name(variant.name, seed)}.json"
             if completed(result_file):
                 continue
-            checkpoint_dir = (work / "checkpoints" / run_name(variant.name, seed)).resolve()
+            checkpoint_dir = _checkpoint_dir(work, run_name(variant.name, seed)).resolve()
             command = run_command(variant, seed, args.dataset, shared, result_file.resolve(), checkpoint_dir)
             last = interrupted_checkpoint(checkpoint_dir)
             if last is not None:
@@ -239,7 +249,7 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     try:
         with _signals_as_interrupt():
             futures = {
-                pool.submit(_run_one, command, work / "logs" / f"{run_name(variant.name, seed)}.log", args.threads,
+                pool.submit(_run_one, command, _log_file(work, run_name(variant.name, seed)), args.threads,
                             work, children): (variant, seed, result_file)
                 for variant, seed, command, result_file in jobs
             }
@@ -249,7 +259,7 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
                 status = "ok" if code == 0 and completed(result_file) else f"FAILED (exit {code}, see work/logs)"
                 print(f"{run_name(variant.name, seed)}: {status} in {seconds / 60:.1f} min", flush=True)
                 if code == 0 and not args.keep_checkpoints:
-                    for checkpoint in (work / "checkpoints" / run_name(variant.name, seed)).glob("*.pth"):
+                    for checkpoint in _checkpoint_dir(work, run_name(variant.name, seed)).glob("*.pth"):
                         checkpoint.unlink()
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -279,9 +289,9 @@ def _run_status(name: str, out: Path, now: float) -> list[str]:
         return ["finished", str(data["epochs_run"]), str(data["best_epoch"]), f"{data['best_valid_score']:.4f}",
                 f"test NDCG@20 {data['test_result']['ndcg@20']:.4f}", f"{data['median_epoch_seconds']:.1f}", "",
                 _duration(now - result_file.stat().st_mtime) + " ago"]
-    last = interrupted_checkpoint(out / "work" / "checkpoints" / name)
+    last = interrupted_checkpoint(_checkpoint_dir(out / "work", name))
     if last is None:
-        log_file = out / "work" / "logs" / f"{name}.log"
+        log_file = _log_file(out / "work", name)
         if log_file.is_file():  # the harness started it: running its first epoch, or it failed (the log says)
             return [f"started, no epoch finished yet (or failed: see work/logs/{log_file.name})", "0", "", "", "",
                     "", "", _duration(now - log_file.stat().st_mtime) + " ago"]
@@ -327,7 +337,7 @@ def status_report(out: Path, planned: Sequence[str] = (), now: float | None = No
     found |= {path.stem for path in (out / "work" / "logs").glob("*.log")}
     names = list(dict.fromkeys([*planned, *sorted(found)]))
     if not names:
-        return f"no runs in {out}: nothing planned (--variants, --seeds) and no run files or checkpoints there"
+        return f"no runs in {out}: nothing planned (--variants, --seeds) and no run files, checkpoints or logs there"
     now = time.time() if now is None else now
     lines = [f"### Runs in {out}", "",
              "| run | state | epochs done | best epoch | best valid score | latest result | s/epoch (median) "
