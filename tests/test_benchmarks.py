@@ -376,6 +376,8 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("SRACL_is_cos0.2", ("--is_sim=cos", "--is_tau=0.2")),
         ("SRACL_wo_LCS_is_cos0.2", ("--alpha=0", "--is_sim=cos", "--is_tau=0.2")),
         ("SRACL_alpha0.2_is_cos0.2", ("--alpha=0.2", "--is_sim=cos", "--is_tau=0.2")),
+        ("GRU4Rec+SRACL_is_cos0.2", ("--backbone=GRU4Rec", "--is_sim=cos", "--is_tau=0.2")),
+        ("GRU4Rec+SRACL_wo_LCS_is_cos0.2", ("--backbone=GRU4Rec", "--alpha=0", "--is_sim=cos", "--is_tau=0.2")),
         ("GRU4Rec+SRACL_alpha0.2_is_cos0.2", ("--backbone=GRU4Rec", "--alpha=0.2", "--is_sim=cos", "--is_tau=0.2"))]
     with pytest.raises(KeyError, match="unknown variant or group 'SRACL_beta9'.*betasweep"):
         expand(["SRACL_beta9"])

@@ -27,6 +27,10 @@ ALPHA_SWEEP = (0.05, 0.2, 0.4)  # weight of L_CS without L_IS (beta = 0); alpha 
 IS_COS_TAU = 0.2  # temperature of the cosine L_IS variants (SGL's and SimCLR's usual range)
 IS_COS_ALPHA = 0.2  # L_CS weight of the third cosine L_IS variant: best mean NDCG@20 of ALPHA_SWEEP on Office
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
+# cosine L_IS variants: (name suffix, overrides, description) per form, (name prefix, overrides, description) per backbone
+IS_COS_FORMS = (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "),
+                (f"_alpha{IS_COS_ALPHA}", (f"--alpha={IS_COS_ALPHA}",), f"alpha={IS_COS_ALPHA}, "))
+IS_COS_BACKBONES = (("", (), ""), ("GRU4Rec+", ("--backbone=GRU4Rec",), "SRA-CL on GRU4Rec, "))
 
 VARIANTS: dict[str, Variant] = {
     variant.name: variant
@@ -106,15 +110,10 @@ VARIANTS: dict[str, Variant] = {
                 description=f"L_CS per training prefix, other users' prefixes only, alpha={IS_COS_ALPHA}, "
                             f"L_IS with cosine similarity, temperature {IS_COS_TAU}"),
         # L_IS with a normalised similarity: cosine and temperature 0.2 for L_IS alone (L_CS keeps the paper's dot, 1)
-        *[Variant(f"SRACL{ablation}_is_cos{IS_COS_TAU}", "SRACL", (*overrides, "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
-                  description=f"{label}L_IS with cosine similarity, temperature {IS_COS_TAU}")
-          for ablation, overrides, label in (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "),
-                                             (f"_alpha{IS_COS_ALPHA}", (f"--alpha={IS_COS_ALPHA}",),
-                                              f"alpha={IS_COS_ALPHA}, "))],
-        Variant(f"GRU4Rec+SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}", "SRACL",
-                ("--backbone=GRU4Rec", f"--alpha={IS_COS_ALPHA}", "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
-                description=f"SRA-CL on GRU4Rec, alpha={IS_COS_ALPHA}, L_IS with cosine similarity, "
-                            f"temperature {IS_COS_TAU}"),
+        *[Variant(f"{prefix}SRACL{ablation}_is_cos{IS_COS_TAU}", "SRACL",
+                  (*backbone, *overrides, "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
+                  description=f"{on_backbone}{label}L_IS with cosine similarity, temperature {IS_COS_TAU}")
+          for prefix, backbone, on_backbone in IS_COS_BACKBONES for ablation, overrides, label in IS_COS_FORMS],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
           for mode in NEIGHBOUR_ENCODINGS],
@@ -137,8 +136,8 @@ GROUPS: dict[str, list[str]] = {
     "negatives": ["SRACL_cs_symmetric", "SRACL_wo_LIS_cs_symmetric", "SRACL_cs_symmetric_online",
                   "SRACL_wo_LIS_cs_symmetric_online"],
     "anchor": ["SRACL_cs_anchor_separate", "SRACL_wo_LIS_cs_anchor_separate"],
-    "iscos": [f"SRACL_is_cos{IS_COS_TAU}", f"SRACL_wo_LCS_is_cos{IS_COS_TAU}", f"SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}",
-              f"GRU4Rec+SRACL_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
+    "iscos": [f"{prefix}SRACL{ablation}_is_cos{IS_COS_TAU}" for prefix, _, _ in IS_COS_BACKBONES
+              for ablation, _, _ in IS_COS_FORMS],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS",
                     f"SRACL_prefix_other_users_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
 }
