@@ -229,18 +229,19 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     jobs = []
     for seed in seeds:
         for variant in variants:
-            result_file = out / "runs" / f"{run_name(variant.name, seed)}.json"
+            name = run_name(variant.name, seed)
+            result_file = out / "runs" / f"{name}.json"
             if completed(result_file):
                 continue
-            checkpoint_dir = _checkpoint_dir(work, run_name(variant.name, seed)).resolve()
+            checkpoint_dir = _checkpoint_dir(work, name).resolve()
             command = run_command(variant, seed, args.dataset, shared, result_file.resolve(), checkpoint_dir)
             last = interrupted_checkpoint(checkpoint_dir)
             if last is not None:
                 command.append(f"--resume={last}")
-            jobs.append((variant, seed, command, result_file))
+            jobs.append((name, command, result_file))
     record_invocation(out, {
         "command": shlex.join([sys.executable, *sys.argv]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "runs_to_do": [run_name(v.name, s) for v, s, _, _ in jobs], "workers": args.workers,
+        "runs_to_do": [name for name, _, _ in jobs], "workers": args.workers,
         "threads_per_run": args.threads,
     })
     print(f"{len(jobs)} run(s) to do, {args.workers} at a time ({args.threads} thread(s) each) -> {out}", flush=True)
@@ -249,17 +250,16 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     try:
         with _signals_as_interrupt():
             futures = {
-                pool.submit(_run_one, command, _log_file(work, run_name(variant.name, seed)), args.threads,
-                            work, children): (variant, seed, result_file)
-                for variant, seed, command, result_file in jobs
+                pool.submit(_run_one, command, _log_file(work, name), args.threads, work, children): (name, result_file)
+                for name, command, result_file in jobs
             }
             for future in concurrent.futures.as_completed(futures):
-                variant, seed, result_file = futures[future]
+                name, result_file = futures[future]
                 code, seconds = future.result()
                 status = "ok" if code == 0 and completed(result_file) else f"FAILED (exit {code}, see work/logs)"
-                print(f"{run_name(variant.name, seed)}: {status} in {seconds / 60:.1f} min", flush=True)
+                print(f"{name}: {status} in {seconds / 60:.1f} min", flush=True)
                 if code == 0 and not args.keep_checkpoints:
-                    for checkpoint in _checkpoint_dir(work, run_name(variant.name, seed)).glob("*.pth"):
+                    for checkpoint in _checkpoint_dir(work, name).glob("*.pth"):
                         checkpoint.unlink()
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -26,6 +26,8 @@ SUBSTITUTION_SWEEP = (0.1, 0.4)  # 0.2 is SRACL
 ALPHA_SWEEP = (0.05, 0.2, 0.4)  # weight of L_CS without L_IS (beta = 0); alpha = 0.1 is SRACL_wo_LIS
 IS_COS_TAU = 0.2  # temperature of the cosine L_IS variants (SGL's and SimCLR's usual range)
 IS_COS_ALPHA = 0.2  # L_CS weight of the third cosine L_IS variant: best mean NDCG@20 of ALPHA_SWEEP on Office
+IS_COS_OVERRIDES = ("--is_sim=cos", f"--is_tau={IS_COS_TAU}")  # L_IS with cosine similarity (L_CS keeps dot, 1)
+IS_COS_LABEL = f"L_IS with cosine similarity, temperature {IS_COS_TAU}"
 NEIGHBOUR_ENCODINGS = ("online", "online_unique", "no_grad", "cached")
 # cosine L_IS variants: (name suffix, overrides, description) per form, (name prefix, overrides, description) per backbone
 IS_COS_FORMS = (("", (), ""), ("_wo_LCS", ("--alpha=0",), "w/o L_CS, "),
@@ -105,14 +107,11 @@ VARIANTS: dict[str, Variant] = {
                 description="L_CS per training prefix, other users' prefixes only, w/o L_IS"),
         # the full method with other users' prefixes (ahead of DuoRec on its first two seeds), alpha 0.2 and cosine L_IS
         Variant(f"SRACL_prefix_other_users_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}", "SRACL",
-                ("--user_granularity=prefix", "--prefix_same_user=False", f"--alpha={IS_COS_ALPHA}", "--is_sim=cos",
-                 f"--is_tau={IS_COS_TAU}"),
-                description=f"L_CS per training prefix, other users' prefixes only, alpha={IS_COS_ALPHA}, "
-                            f"L_IS with cosine similarity, temperature {IS_COS_TAU}"),
+                ("--user_granularity=prefix", "--prefix_same_user=False", f"--alpha={IS_COS_ALPHA}", *IS_COS_OVERRIDES),
+                description=f"L_CS per training prefix, other users' prefixes only, alpha={IS_COS_ALPHA}, {IS_COS_LABEL}"),
         # L_IS with a normalised similarity: cosine and temperature 0.2 for L_IS alone (L_CS keeps the paper's dot, 1)
         *[Variant(f"{prefix}SRACL{ablation}_is_cos{IS_COS_TAU}", "SRACL",
-                  (*backbone, *overrides, "--is_sim=cos", f"--is_tau={IS_COS_TAU}"),
-                  description=f"{on_backbone}{label}L_IS with cosine similarity, temperature {IS_COS_TAU}")
+                  (*backbone, *overrides, *IS_COS_OVERRIDES), description=f"{on_backbone}{label}{IS_COS_LABEL}")
           for prefix, backbone, on_backbone in IS_COS_BACKBONES for ablation, overrides, label in IS_COS_FORMS],
         # neighbour encoding modes (speed/accuracy trade-off)
         *[Variant(f"SRACL_{mode}", "SRACL", (f"--neighbour_encoding={mode}",), description=f"neighbour_encoding={mode}")
