@@ -60,6 +60,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """Vendor, family, model and stepping of the CPU (Linux ``/proc/cpuinfo``), e.g. ``AuthenticAMD family 26 model 2
+    stepping 1``; ``None`` where they cannot be read.
+
+    Two CPUs with the same marketing name (``AMD EPYC``) can be different generations whose float kernels round
+    differently, which changes the bytes of a semantic build; this tells them apart in run files and manifests.
+    """
+    fields = {"vendor_id": None, "cpu family": None, "model": None, "stepping": None}
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in fields and fields[key] is None:
+                    fields[key] = value.strip()
+                if not line.strip() and all(fields.values()):
+                    break  # the first processor's block is enough
+    except OSError:
+        return None
+    if not all(fields.values()):
+        return None
+    return f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
+
+
 def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
     """Where a result was produced: host, CPU, GPU, thread count and package versions.
 
@@ -80,6 +104,7 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_identity(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

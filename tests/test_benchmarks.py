@@ -22,7 +22,7 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     assert runs == ["SASRec__seed1.json", "SASRec__seed2.json", "SRACL__seed1.json", "SRACL__seed2.json"]
     run = json.loads((out / "runs" / "SRACL__seed2.json").read_text())
     assert run["seed"] == 2 and run["machine"]["versions"]["recbole"] == "1.2.1" and run["epoch_seconds"]
-    assert run["machine"]["cpu_model"]
+    assert run["machine"]["cpu_model"] and "cpu_id" in run["machine"]
     table = (out / "results.md").read_text()
     assert "| SRACL | 2 |" in table and "vs SASRec" in table and "±" in table
     assert (out / "results.png").stat().st_size > 1000 and (out / "results.csv").is_file()
@@ -95,6 +95,29 @@ def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
     assert main(["--dataset=tiny", f"--out={rerun}", "--summarise_only", f"--check_against={committed}"]) == 0
     with pytest.raises(SystemExit, match="none of the finished runs"):
         reproduction_check(rerun, tmp_path / "empty")
+
+
+def test_cpu_identity_and_match_tell_generations_with_one_marketing_name_apart(tmp_path):
+    from recbole_sracl.benchmark.compare import _cpu_match
+    from recbole_sracl.quick_start import cpu_identity
+
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n" \
+            "stepping\t: 1\n\n"
+    (tmp_path / "cpuinfo").write_text(block.format(n=0) + block.format(n=1).replace("26", "25"))
+    assert cpu_identity(str(tmp_path / "cpuinfo")) == "AuthenticAMD family 26 model 2 stepping 1"  # first processor
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\n")
+    assert cpu_identity(str(tmp_path / "arm")) is None and cpu_identity(str(tmp_path / "missing")) is None
+
+    def run(model="AMD EPYC", ident=None):
+        return {"machine": {key: value for key, value in (("cpu_model", model), ("cpu_id", ident)) if value}}
+
+    zen4, zen5 = "AuthenticAMD family 25 model 17 stepping 1", "AuthenticAMD family 26 model 2 stepping 1"
+    assert _cpu_match(run(ident=zen5), run(ident=zen4)) == f"AMD EPYC ({zen4}) -> AMD EPYC ({zen5})"
+    assert _cpu_match(run(ident=zen5), run(ident=zen5)) == "same"
+    assert _cpu_match(run(), run()) == "same"  # older run files: names only
+    assert _cpu_match(run(ident=zen5), run()) == "same name (family/model recorded for one run only)"
+    assert _cpu_match(run("Intel Xeon", zen5), run()) == "AMD EPYC -> Intel Xeon"
+    assert _cpu_match(run(model=None), run()) == "not recorded"
 
 
 def test_semantic_builds_note_names_builds_and_variants_that_mix_them(tmp_path):

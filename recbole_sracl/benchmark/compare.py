@@ -543,10 +543,19 @@ def _inputs_match(run: dict[str, Any], reference: dict[str, Any]) -> str:
 
 
 def _cpu_match(run: dict[str, Any], reference: dict[str, Any]) -> str:
-    models = [data["machine"].get("cpu_model") for data in (run, reference)]
+    """``same``, ``<reference CPU> -> <rerun CPU>`` or ``not recorded``; CPU family / model (``cpu_id``) count
+    where both runs recorded them (older run files only have the marketing name)."""
+    machines = [data["machine"] for data in (run, reference)]
+    models = [machine.get("cpu_model") for machine in machines]
     if None in models:
         return "not recorded"
-    return "same" if models[0] == models[1] else f"{models[1]} -> {models[0]}"
+    ids = [machine.get("cpu_id") for machine in machines]
+    if None in ids:
+        if models[0] != models[1]:
+            return f"{models[1]} -> {models[0]}"
+        return "same" if ids == [None, None] else "same name (family/model recorded for one run only)"
+    labels = [f"{model} ({ident})" for model, ident in zip(models, ids)]
+    return "same" if labels[0] == labels[1] else f"{labels[1]} -> {labels[0]}"
 
 
 def reproduction_check(out: Path, reference: Path) -> str:
@@ -554,7 +563,8 @@ def reproduction_check(out: Path, reference: Path) -> str:
 
     Writes ``out/reproduction.md``: per run the reference and rerun test HR@20 / NDCG@20, the relative change,
     best epochs, best validation scores, whether the whole test result is identical, and whether the two runs read
-    the same semantic files (sha256 from the run files) on the same CPU model; returns the markdown.
+    the same semantic files (sha256 from the run files) on the same CPU (name, and family / model where both
+    recorded them); returns the markdown.
     """
     import numpy as np
 
