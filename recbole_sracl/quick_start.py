@@ -48,16 +48,26 @@ def _init_logging(config) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (``model name`` of /proc/cpuinfo on Linux), else what ``platform`` knows."""
+def _first_cpuinfo_block(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """``key: value`` pairs of the first processor in ``cpuinfo`` (Linux); empty where the file cannot be read."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        with open(cpuinfo, encoding="utf-8") as lines:
+            for line in lines:
+                if not line.strip():
+                    if fields:
+                        break  # the first processor's block is enough
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+    return fields
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's marketing name (``model name`` of /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    return _first_cpuinfo_block(cpuinfo).get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> str | None:
@@ -67,21 +77,11 @@ def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     Two CPUs with the same marketing name (``AMD EPYC``) can be different generations whose float kernels round
     differently, which changes the bytes of a semantic build; this tells them apart in run files and manifests.
     """
-    fields = {"vendor_id": None, "cpu family": None, "model": None, "stepping": None}
-    try:
-        with open(cpuinfo, encoding="utf-8") as lines:
-            for line in lines:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in fields and fields[key] is None:
-                    fields[key] = value.strip()
-                if not line.strip() and all(fields.values()):
-                    break  # the first processor's block is enough
-    except OSError:
+    fields = _first_cpuinfo_block(cpuinfo)
+    parts = [fields.get(key) for key in ("vendor_id", "cpu family", "model", "stepping")]
+    if not all(parts):
         return None
-    if not all(fields.values()):
-        return None
-    return f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
+    return "{} family {} model {} stepping {}".format(*parts)
 
 
 def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:

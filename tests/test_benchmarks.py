@@ -99,12 +99,13 @@ def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
 
 def test_cpu_identity_and_match_tell_generations_with_one_marketing_name_apart(tmp_path):
     from recbole_sracl.benchmark.compare import _cpu_match
-    from recbole_sracl.quick_start import cpu_identity
+    from recbole_sracl.quick_start import cpu_identity, cpu_model
 
     block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n" \
             "stepping\t: 1\n\n"
     (tmp_path / "cpuinfo").write_text(block.format(n=0) + block.format(n=1).replace("26", "25"))
     assert cpu_identity(str(tmp_path / "cpuinfo")) == "AuthenticAMD family 26 model 2 stepping 1"  # first processor
+    assert cpu_model(str(tmp_path / "cpuinfo")) == "AMD EPYC"  # both read the same first block
     (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\n")
     assert cpu_identity(str(tmp_path / "arm")) is None and cpu_identity(str(tmp_path / "missing")) is None
 
