@@ -377,6 +377,10 @@ def test_variant_groups_expand_in_order_without_repeats():
         ("GRU4Rec+SRACL_wo_LIS_alpha0.05", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.05")),
         ("GRU4Rec+SRACL_wo_LIS_alpha0.2", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.2")),
         ("GRU4Rec+SRACL_wo_LIS_alpha0.4", ("--backbone=GRU4Rec", "--beta=0", "--alpha=0.4"))]
+    assert [(v.name, v.overrides) for v in expand(["duorec_alphasweep"])] == [
+        ("DuoRec+SRACL_wo_LIS_alpha0.05", ("--backbone=DuoRec", "--beta=0", "--alpha=0.05")),
+        ("DuoRec+SRACL_wo_LIS_alpha0.2", ("--backbone=DuoRec", "--beta=0", "--alpha=0.2")),
+        ("DuoRec+SRACL_wo_LIS_alpha0.4", ("--backbone=DuoRec", "--beta=0", "--alpha=0.4"))]
     assert [(v.name, v.overrides) for v in expand(["pool"])] == [
         ("SRACL_wo_LCS_random_pool", ("--alpha=0", "--substitution_pool=random")),
         ("SRACL_random_pool", ("--substitution_pool=random",)),

@@ -24,6 +24,7 @@ K_SWEEP = (1, 5, 20, 100)  # k = 10 is SRACL itself
 BETA_SWEEP = (0.02, 0.05, 0.2)  # beta = 0 is SRACL_wo_LIS, 0.1 is SRACL
 SUBSTITUTION_SWEEP = (0.1, 0.4)  # 0.2 is SRACL
 ALPHA_SWEEP = (0.05, 0.2, 0.4)  # weight of L_CS without L_IS (beta = 0); alpha = 0.1 is SRACL_wo_LIS
+ALPHA_SWEEP_BACKBONES = ("GRU4Rec", "DuoRec")  # backbones with their own alpha sweep (group <backbone>_alphasweep)
 IS_COS_TAU = 0.2  # temperature of the cosine L_IS variants (SGL's and SimCLR's usual range)
 IS_COS_ALPHA = 0.2  # L_CS weight of the third cosine L_IS variant: best mean NDCG@20 of ALPHA_SWEEP on Office
 IS_COS_OVERRIDES = ("--is_sim=cos", f"--is_tau={IS_COS_TAU}")  # L_IS with cosine similarity (L_CS keeps dot, 1)
@@ -54,8 +55,9 @@ VARIANTS: dict[str, Variant] = {
                 description="SRA-CL on GRU4Rec, cross-sequence loss only"),
         Variant("GRU4Rec+SRACL_wo_LCS", "SRACL", ("--backbone=GRU4Rec", "--alpha=0"),
                 description="SRA-CL on GRU4Rec, item-level loss only"),
-        *[Variant(f"GRU4Rec+SRACL_wo_LIS_alpha{alpha}", "SRACL", ("--backbone=GRU4Rec", "--beta=0", f"--alpha={alpha}"),
-                  description=f"SRA-CL on GRU4Rec, cross-sequence loss only, alpha={alpha}") for alpha in ALPHA_SWEEP],
+        *[Variant(f"{backbone}+SRACL_wo_LIS_alpha{alpha}", "SRACL", (f"--backbone={backbone}", "--beta=0", f"--alpha={alpha}"),
+                  description=f"SRA-CL on {backbone}, cross-sequence loss only, alpha={alpha}")
+          for backbone in ALPHA_SWEEP_BACKBONES for alpha in ALPHA_SWEEP],
         Variant("DuoRec+SRACL", "SRACL", ("--backbone=DuoRec",), description="SRA-CL on DuoRec"),
         Variant("DuoRec+SRACL_wo_LIS", "SRACL", ("--backbone=DuoRec", "--beta=0"),
                 description="SRA-CL on DuoRec, cross-sequence loss only"),
@@ -128,7 +130,8 @@ GROUPS: dict[str, list[str]] = {
     "betasweep": [f"SRACL_beta{beta}" for beta in BETA_SWEEP],
     "subsweep": [f"SRACL_sub{rate}" for rate in SUBSTITUTION_SWEEP],
     "alphasweep": [f"SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
-    "gru4rec_alphasweep": [f"GRU4Rec+SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP],
+    **{f"{backbone.lower()}_alphasweep": [f"{backbone}+SRACL_wo_LIS_alpha{alpha}" for alpha in ALPHA_SWEEP]
+       for backbone in ALPHA_SWEEP_BACKBONES},
     "pool": ["SRACL_wo_LCS_random_pool", "SRACL_random_pool", "SRACL_wo_LCS_cooc_pool", "SRACL_cooc_pool"],
     "userpool": ["SRACL_wo_LIS_random_users", "SRACL_wo_LIS_cooc_users", "SRACL_random_users", "SRACL_cooc_users"],
     "modes": [f"SRACL_{mode}" for mode in NEIGHBOUR_ENCODINGS],
