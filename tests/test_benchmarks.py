@@ -97,6 +97,47 @@ def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
         reproduction_check(rerun, tmp_path / "empty")
 
 
+def test_pool_with_summarises_several_result_folders_and_tests_every_metric(tmp_path):
+    from recbole_sracl.benchmark.compare import main, paired_p_value, pooled_run_files, summarise
+
+    def write(folder, variant, seed, ndcg20, hit20=0.2):
+        data = {"seed": seed, "test_result": {"hit@10": 0.1, "hit@20": hit20, "ndcg@10": 0.05, "ndcg@20": ndcg20},
+                "best_epoch": 3, "epochs_run": 4, "median_epoch_seconds": 1.0, "machine": {}}
+        (folder / "runs").mkdir(parents=True, exist_ok=True)
+        (folder / "runs" / f"{variant}__seed{seed}.json").write_text(json.dumps(data))
+
+    first, later = tmp_path / "first", tmp_path / "later"
+    for seed, (ours, theirs) in {1: (0.070, 0.068), 2: (0.072, 0.069)}.items():
+        write(first, "SRACL", seed, ours, hit20=0.21)
+        write(first, "DuoRec", seed, theirs)
+    write(later, "SRACL", 3, 0.066, hit20=0.19)
+    write(later, "DuoRec", 3, 0.067)
+    write(later, "DuoRec", 2, 0.069)  # the same run in both folders (a rerun): kept once
+    write(later, "SRACL", 4, 0.071)  # no DuoRec partner: in the means, not in the paired tests
+    pooled = pooled_run_files([later, first])
+    assert [(variant, data["seed"]) for variant, data in pooled] == [
+        ("DuoRec", 1), ("DuoRec", 2), ("DuoRec", 3), ("SRACL", 1), ("SRACL", 2), ("SRACL", 3), ("SRACL", 4)]
+    assert main(["--dataset=tiny", f"--out={later}", "--summarise_only", f"--pool_with={first}",
+                 "--reference=DuoRec"]) == 0
+    table = (later / "results_pooled_vs_DuoRec.md").read_text()
+    ndcg_p = paired_p_value([0.070, 0.072, 0.066], [0.068, 0.069, 0.067])
+    hit_p = paired_p_value([0.21, 0.21, 0.19], [0.2, 0.2, 0.2])
+    assert f"| SRACL | 4 | 0.1000 ± 0.0000 | 0.2025 ± 0.0096 | 0.0500 ± 0.0000 | 0.0698 ± 0.0026 | +2.6% vs DuoRec " \
+           f"| {ndcg_p:.3f} |" in table  # means over all seeds; the t-test over the three shared ones
+    assert f"| SRACL | 3 | +0.0%, p n/a, 0/3 | +1.7%, p {hit_p:.3f}, 2/3 | +0.0%, p n/a, 0/3 " \
+           f"| +2.0%, p {ndcg_p:.3f}, 2/3 |" in table
+    assert f"Pooled from the finished runs of: {later} (4); {first} (4)." in table
+    assert "SRACL | 2 |" in (later / "results_vs_DuoRec.md").read_text()  # the folder's own summary stays its own
+    assert summarise(later, "tiny", pool_with=[first]).startswith("### tiny")
+    assert (later / "results_pooled.md").is_file() and (later / "results_pooled.png").stat().st_size > 1000
+    assert paired_p_value([0.1], [0.2]) is None and paired_p_value([0.1, 0.2], [0.1, 0.2]) is None
+    write(later, "DuoRec", 1, 0.0685)  # a different result for a run the other folder also holds
+    with pytest.raises(SystemExit, match="DuoRec__seed1 finished in both .* with different test results"):
+        pooled_run_files([first, later])
+    with pytest.raises(SystemExit, match="missing/runs does not exist"):
+        pooled_run_files([first, tmp_path / "missing"])
+
+
 def test_cpu_identity_and_match_tell_generations_with_one_marketing_name_apart(tmp_path):
     from recbole_sracl.benchmark.compare import _cpu_match
     from recbole_sracl.quick_start import cpu_identity, cpu_model

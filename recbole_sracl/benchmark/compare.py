@@ -6,11 +6,12 @@ Each run is a separate ``python -m recbole_sracl.quick_start`` process (so one c
 touch the others) writing ``runs/<variant>__seed<seed>.json``; finished runs are skipped when the command
 is repeated, and a run that was cut off mid-training continues from its ``-last.pth`` checkpoint
 (``--resume``), so an interrupted harness loses at most one epoch per run; stopping the harness (Ctrl-C, SIGTERM,
-SIGHUP) stops the runs it started. The summary (CSV, markdown table with mean +- std,
-improvement over the best baseline and a paired t-test across seeds, PNG chart, per-group tables) is rebuilt from all the
-run files at the end, or alone with ``--summarise_only``; ``--status`` prints where each run stands and starts
-nothing. ``--check_against=<result folder>`` compares the runs with the same variants and seeds in another folder (a
-reproduction check: ``reproduction.md``).
+SIGHUP) stops the runs it started. The summary (CSV, markdown table with mean +- std, improvement over the best
+baseline and a paired t-test across seeds, PNG chart, per-group tables) is rebuilt from all the run files at the end,
+or alone with ``--summarise_only``; ``--status`` prints where each run stands and starts nothing.
+``--pool_with=<folder>,...`` also summarises the runs of this folder and other result folders together
+(``results_pooled*``: seeds added in later sessions). ``--check_against=<result folder>`` compares the runs with the
+same variants and seeds in another folder (a reproduction check: ``reproduction.md``).
 """
 
 from __future__ import annotations
@@ -363,6 +364,64 @@ def _finished_run_files(out: Path) -> FinishedRuns:
     return found
 
 
+def pooled_run_files(folders: Sequence[Path]) -> FinishedRuns:
+    """The finished runs of several result folders together (``--pool_with``), e.g. seeds added in a later session.
+
+    A variant and seed finished in more than one folder is kept once when the test results are identical (a
+    reproduction rerun) and is an error otherwise: which of the two to report is the user's choice.
+    """
+    found: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
+    for folder in folders:
+        if not (folder / "runs").is_dir():
+            raise SystemExit(f"--pool_with: {folder / 'runs'} does not exist; give result folders of "
+                             "benchmarks/compare.py (the --out of earlier invocations)")
+        for variant, data in _finished_run_files(folder):
+            key = (variant, data["seed"])
+            if key in found and found[key][1]["test_result"] != data["test_result"]:
+                raise SystemExit(
+                    f"--pool_with: {run_name(*key)} finished in both {found[key][0]} and {folder} with different "
+                    "test results; pool folders that hold different seeds, or leave one of the two folders out")
+            found.setdefault(key, (folder, data))
+    return [(variant, data) for (variant, _), (_, data) in sorted(found.items())]
+
+
+def paired_p_value(ours: Sequence[float], theirs: Sequence[float]) -> float | None:
+    """p-value of a paired t-test (``scipy.stats.ttest_rel``); None with fewer than two pairs or no difference."""
+    import numpy as np
+    from scipy import stats
+
+    if len(ours) < 2 or not np.any(np.asarray(ours) != np.asarray(theirs)):
+        return None
+    return float(stats.ttest_rel(ours, theirs).pvalue)
+
+
+def paired_tests(by_variant: dict[str, dict[int, dict[str, Any]]], order: Sequence[str], reference: str) -> str:
+    """Markdown: every variant against ``reference`` on each metric, over the seeds both finished.
+
+    Per metric the change of the mean, the p-value of a paired t-test and on how many seeds the variant is higher.
+    """
+    import numpy as np
+
+    lines = [f"Paired against {reference}, per metric (seeds both finished; change of the mean, paired t-test p, "
+             "seeds on which the variant is higher):", "",
+             "| variant | shared seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS) + " |",
+             "|---|---|" + "---|" * len(METRICS)]
+    for name in order:
+        shared = sorted(set(by_variant[name]) & set(by_variant[reference]))
+        if name == reference or not shared:
+            continue
+        cells = []
+        for metric in METRICS:
+            ours = np.array([by_variant[name][seed][metric] for seed in shared])
+            theirs = np.array([by_variant[reference][seed][metric] for seed in shared])
+            change = f"{100 * (ours.mean() / theirs.mean() - 1):+.1f}%" if theirs.mean() else "n/a"
+            p_value = paired_p_value(ours, theirs)
+            cells.append(f"{change}, p {'n/a' if p_value is None else f'{p_value:.3f}'}, "
+                         f"{int(np.sum(ours > theirs))}/{len(shared)}")
+        lines.append(f"| {name} | {len(shared)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def load_runs(finished: FinishedRuns) -> list[dict[str, Any]]:
     """One flat row per finished run: the columns of ``results.csv``."""
     runs = []
@@ -378,19 +437,23 @@ def load_runs(finished: FinishedRuns) -> list[dict[str, Any]]:
     return runs
 
 
-def summarise(out: Path, dataset: str, title: str = "", reference: str | None = None) -> str:
+def summarise(out: Path, dataset: str, title: str = "", reference: str | None = None,
+              pool_with: Sequence[Path] = ()) -> str:
     """Write results.csv, results.md and results.png from the run files; return the markdown.
 
     With ``reference`` (a variant name) every other variant is compared with it instead of with the best
-    baseline, and the table goes to ``results_vs_<reference>.md`` (no chart).
+    baseline, and the table goes to ``results_vs_<reference>.md`` (no chart) with a paired test per metric.
+    With ``pool_with`` (other result folders) the runs of all the folders are summarised together and every file
+    is named ``results_pooled...`` instead of ``results...``.
     """
     import numpy as np
 
-    finished = _finished_run_files(out)
+    finished = pooled_run_files([out, *pool_with]) if pool_with else _finished_run_files(out)
+    prefix = "results_pooled" if pool_with else "results"
     runs = load_runs(finished)
     if not runs:
         return "no finished runs"
-    with open(out / "results.csv", "w", newline="") as handle:
+    with open(out / f"{prefix}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(runs[0]))
         writer.writeheader()
         writer.writerows(runs)
@@ -402,7 +465,8 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
     best = {m: max(baselines, key=lambda name: means[name][m]) for m in METRICS} if baselines else {}
     if reference is not None:
         if reference not in by_variant:
-            raise SystemExit(f"--reference={reference}: no finished runs of it in {out / 'runs'}; "
+            raise SystemExit(f"--reference={reference}: no finished runs of it in {out / 'runs'}"
+                             + (" or the --pool_with folders" if pool_with else "") + "; "
                              f"finished variants: {', '.join(order)}")
         best = {m: reference for m in METRICS}
         baselines = [reference]
@@ -417,8 +481,6 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
              "| variant | seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
              + f" | improv. NDCG@20 vs {reference or 'best baseline'} | paired t-test p (NDCG@20) | best epoch | s/epoch |",
              "|---|---|" + "---|" * len(METRICS) + "---|---|---|---|"]
-    from scipy import stats
-
     for name in order:
         seeds = by_variant[name]
         improvement, p_value = "", ""
@@ -427,30 +489,36 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
             improvement = f"{100 * (means[name]['ndcg@20'] / means[other]['ndcg@20'] - 1):+.1f}% vs {other}"
             shared_seeds = sorted(set(seeds) & set(by_variant[other]))
             if len(shared_seeds) >= 2:
-                a = [seeds[s]["ndcg@20"] for s in shared_seeds]
-                b = [by_variant[other][s]["ndcg@20"] for s in shared_seeds]
-                p_value = f"{stats.ttest_rel(a, b).pvalue:.3f}" if np.any(np.array(a) != np.array(b)) else "n/a"
+                p = paired_p_value([seeds[s]["ndcg@20"] for s in shared_seeds],
+                                   [by_variant[other][s]["ndcg@20"] for s in shared_seeds])
+                p_value = "n/a" if p is None else f"{p:.3f}"
         epochs = "/".join(str(run["best_epoch"]) for run in seeds.values())
         speed = np.median([run["seconds_per_epoch"] for run in seeds.values()])
         lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cell(name, m) for m in METRICS)
                      + f" | {improvement} | {p_value} | {epochs} | {speed:.1f} |")
     lines += ["", "Seeds: " + "; ".join(f"{name}: {', '.join(map(str, sorted(by_variant[name])))}" for name in order)
               + ". Mean ± sample std over seeds; a single value is one seed (no spread, no test)."]
+    if pool_with:
+        counts = {folder: len(_finished_run_files(folder)) for folder in [out, *pool_with]}
+        lines += ["", "Pooled from the finished runs of: " + "; ".join(f"{folder} ({count})" for folder, count
+                                                                       in counts.items()) + "."]
     builds = semantic_builds_note(finished)
     if builds:
         lines += ["", builds]
     if best and reference is None:
         lines += ["", "Best baseline per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS) + "."]
+    if reference is not None:
+        lines += ["", paired_tests(by_variant, order, reference)]
     markdown = "\n".join(lines) + "\n"
     if reference is not None:
-        (out / f"results_vs_{reference.replace('/', '_')}.md").write_text(markdown)
+        (out / f"{prefix}_vs_{reference.replace('/', '_')}.md").write_text(markdown)
         return markdown
-    (out / "results.md").write_text(markdown)
-    _plot(out, order, by_variant, dataset, title)
-    _plot_curves(out, finished, order, dataset, title)
+    (out / f"{prefix}.md").write_text(markdown)
+    _plot(out / f"{prefix}.png", order, by_variant, dataset, title)
+    _plot_curves(out / f"{prefix}_curves.png", finished, order, dataset, title)
     groups = group_summary(finished, order, title or dataset)
     if groups:
-        (out / "results_by_group.md").write_text(groups)
+        (out / f"{prefix}_by_group.md").write_text(groups)
     return markdown
 
 
@@ -597,7 +665,7 @@ def reproduction_check(out: Path, reference: Path) -> str:
     return markdown
 
 
-def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: str) -> None:
+def _plot(file: Path, order: list[str], by_variant: dict, dataset: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -618,12 +686,12 @@ def _plot(out: Path, order: list[str], by_variant: dict, dataset: str, title: st
         axis.set_ylim(max(0.0, low * 0.9), max(m + e for m, e in zip(means, errors)) * 1.03)
     figure.suptitle(title or f"{dataset}: test metrics, mean ± std over seeds (grey: baselines)")
     figure.tight_layout()
-    figure.savefig(out / "results.png", dpi=120)
+    figure.savefig(file, dpi=120)
     plt.close(figure)
 
 
-def _plot_curves(out: Path, finished: FinishedRuns, order: list[str], dataset: str, title: str) -> None:
-    """``results_curves.png``: validation score and training loss per epoch, one line per run (when recorded).
+def _plot_curves(file: Path, finished: FinishedRuns, order: list[str], dataset: str, title: str) -> None:
+    """``results_curves.png`` (``file``): validation score and training loss per epoch, one line per run (when recorded).
 
     Run files written before learning curves were recorded are left out; nothing is written when no run has one.
     """
@@ -658,7 +726,7 @@ def _plot_curves(out: Path, finished: FinishedRuns, order: list[str], dataset: s
     valid_axis.legend(fontsize=7)
     figure.suptitle(title or f"{dataset}: learning curves, one line per seed")
     figure.tight_layout()
-    figure.savefig(out / "results_curves.png", dpi=120)
+    figure.savefig(file, dpi=120)
     plt.close(figure)
 
 
@@ -679,6 +747,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
                         "and exit; with --variants also the runs not started yet")
     parser.add_argument("--reference", default=None, help="compare every variant with this one (e.g. SASRec) "
                         "instead of the best baseline; writes results_vs_<reference>.md")
+    parser.add_argument("--pool_with", default=None,
+                        help="other result folders, comma-separated: summarise their finished runs together with "
+                        "those in --out (more seeds over several sessions); writes results_pooled* files in --out")
     parser.add_argument("--keep_checkpoints", action="store_true")
     parser.add_argument("--check_against", default=None,
                         help="a result folder (e.g. the committed one): compare every finished run here with its "
@@ -712,6 +783,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.summarise_only:
         run_all(args, shared)
     print(summarise(Path(args.out), args.dataset, args.title, args.reference))
+    if args.pool_with:
+        pool_with = [Path(folder) for folder in args.pool_with.split(",") if folder]
+        print(summarise(Path(args.out), args.dataset, args.title, args.reference, pool_with))
     if args.check_against:
         print(reproduction_check(Path(args.out), Path(args.check_against)))
     return 0
