@@ -114,7 +114,8 @@ def test_pool_with_summarises_several_result_folders_and_tests_every_metric(tmp_
     write(later, "DuoRec", 3, 0.067)
     write(later, "DuoRec", 2, 0.069)  # the same run in both folders (a rerun): kept once
     write(later, "SRACL", 4, 0.071)  # no DuoRec partner: in the means, not in the paired tests
-    pooled = pooled_run_files([later, first])
+    pooled, counts = pooled_run_files([later, first])
+    assert counts == {later: 4, first: 4}
     assert [(variant, data["seed"]) for variant, data in pooled] == [
         ("DuoRec", 1), ("DuoRec", 2), ("DuoRec", 3), ("SRACL", 1), ("SRACL", 2), ("SRACL", 3), ("SRACL", 4)]
     assert main(["--dataset=tiny", f"--out={later}", "--summarise_only", f"--pool_with={first}",

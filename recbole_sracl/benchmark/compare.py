@@ -364,25 +364,29 @@ def _finished_run_files(out: Path) -> FinishedRuns:
     return found
 
 
-def pooled_run_files(folders: Sequence[Path]) -> FinishedRuns:
-    """The finished runs of several result folders together (``--pool_with``), e.g. seeds added in a later session.
+def pooled_run_files(folders: Sequence[Path]) -> tuple[FinishedRuns, dict[Path, int]]:
+    """The finished runs of several result folders together (``--pool_with``), e.g. seeds added in a later session,
+    and how many finished runs each folder holds.
 
     A variant and seed finished in more than one folder is kept once when the test results are identical (a
     reproduction rerun) and is an error otherwise: which of the two to report is the user's choice.
     """
     found: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
+    counts: dict[Path, int] = {}
     for folder in folders:
         if not (folder / "runs").is_dir():
             raise SystemExit(f"--pool_with: {folder / 'runs'} does not exist; give result folders of "
                              "benchmarks/compare.py (the --out of earlier invocations)")
-        for variant, data in _finished_run_files(folder):
+        finished = _finished_run_files(folder)
+        counts[folder] = len(finished)
+        for variant, data in finished:
             key = (variant, data["seed"])
             if key in found and found[key][1]["test_result"] != data["test_result"]:
                 raise SystemExit(
                     f"--pool_with: {run_name(*key)} finished in both {found[key][0]} and {folder} with different "
                     "test results; pool folders that hold different seeds, or leave one of the two folders out")
             found.setdefault(key, (folder, data))
-    return [(variant, data) for (variant, _), (_, data) in sorted(found.items())]
+    return [(variant, data) for (variant, _), (_, data) in sorted(found.items())], counts
 
 
 def paired_p_value(ours: Sequence[float], theirs: Sequence[float]) -> float | None:
@@ -448,7 +452,7 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
     """
     import numpy as np
 
-    finished = pooled_run_files([out, *pool_with]) if pool_with else _finished_run_files(out)
+    finished, counts = pooled_run_files([out, *pool_with]) if pool_with else (_finished_run_files(out), {})
     prefix = "results_pooled" if pool_with else "results"
     runs = load_runs(finished)
     if not runs:
@@ -499,7 +503,6 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
     lines += ["", "Seeds: " + "; ".join(f"{name}: {', '.join(map(str, sorted(by_variant[name])))}" for name in order)
               + ". Mean ± sample std over seeds; a single value is one seed (no spread, no test)."]
     if pool_with:
-        counts = {folder: len(_finished_run_files(folder)) for folder in [out, *pool_with]}
         lines += ["", "Pooled from the finished runs of: " + "; ".join(f"{folder} ({count})" for folder, count
                                                                        in counts.items()) + "."]
     builds = semantic_builds_note(finished)
