@@ -399,31 +399,86 @@ def paired_p_value(ours: Sequence[float], theirs: Sequence[float]) -> float | No
     return float(stats.ttest_rel(ours, theirs).pvalue)
 
 
+def _paired_cells(ours: dict[int, dict[str, float]], theirs: dict[int, dict[str, float]],
+                  metrics: Sequence[str]) -> tuple[int, list[str]]:
+    """Over the seeds both have: per metric ``change of the mean, p <paired t-test>, <seeds higher>/<seeds>``."""
+    import numpy as np
+
+    shared = sorted(set(ours) & set(theirs))
+    if not shared:
+        return 0, ["n/a"] * len(metrics)
+    cells = []
+    for metric in metrics:
+        mine = np.array([ours[seed][metric] for seed in shared])
+        other = np.array([theirs[seed][metric] for seed in shared])
+        change = f"{100 * (mine.mean() / other.mean() - 1):+.1f}%" if other.mean() else "n/a"
+        p_value = paired_p_value(mine, other)
+        cells.append(f"{change}, p {'n/a' if p_value is None else f'{p_value:.3f}'}, "
+                     f"{int(np.sum(mine > other))}/{len(shared)}")
+    return len(shared), cells
+
+
+def _metric_label(metric: str) -> str:
+    return metric.upper().replace("HIT", "HR")
+
+
 def paired_tests(by_variant: dict[str, dict[int, dict[str, Any]]], order: Sequence[str], reference: str) -> str:
     """Markdown: every variant against ``reference`` on each metric, over the seeds both finished.
 
     Per metric the change of the mean, the p-value of a paired t-test and on how many seeds the variant is higher.
     """
-    import numpy as np
-
     lines = [f"Paired against {reference}, per metric (seeds both finished; change of the mean, paired t-test p, "
              "seeds on which the variant is higher):", "",
-             "| variant | shared seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS) + " |",
+             "| variant | shared seeds | " + " | ".join(_metric_label(m) for m in METRICS) + " |",
              "|---|---|" + "---|" * len(METRICS)]
     for name in order:
-        shared = sorted(set(by_variant[name]) & set(by_variant[reference]))
-        if name == reference or not shared:
+        if name == reference:
             continue
-        cells = []
-        for metric in METRICS:
-            ours = np.array([by_variant[name][seed][metric] for seed in shared])
-            theirs = np.array([by_variant[reference][seed][metric] for seed in shared])
-            change = f"{100 * (ours.mean() / theirs.mean() - 1):+.1f}%" if theirs.mean() else "n/a"
-            p_value = paired_p_value(ours, theirs)
-            cells.append(f"{change}, p {'n/a' if p_value is None else f'{p_value:.3f}'}, "
-                         f"{int(np.sum(ours > theirs))}/{len(shared)}")
-        lines.append(f"| {name} | {len(shared)} | " + " | ".join(cells) + " |")
+        shared, cells = _paired_cells(by_variant[name], by_variant[reference], METRICS)
+        if shared:
+            lines.append(f"| {name} | {shared} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _one_group(runs: dict[int, dict[str, dict[str, float]]], label: str) -> dict[int, dict[str, float]]:
+    """``{seed: metrics}`` of one user group, from ``{seed: {group label: metrics}}``."""
+    return {seed: groups[label] for seed, groups in runs.items() if label in groups}
+
+
+def group_paired_tests(finished: FinishedRuns, order: Sequence[str], reference: str,
+                       metrics: Sequence[str] = ("hit@20", "ndcg@20")) -> str:
+    """Markdown: :func:`paired_tests` within each user group (``test_result_by_group`` of the runs).
+
+    Empty when ``reference`` has no per-group metrics (runs made before they were recorded).
+    """
+    from recbole_sracl.evaluation import group_order
+
+    grouped: dict[str, dict[str, dict[int, dict[str, dict[str, float]]]]] = {}
+    for variant, data in finished:
+        for grouping, groups in (data.get("test_result_by_group") or {}).items():
+            grouped.setdefault(grouping, {}).setdefault(variant, {})[data["seed"]] = groups
+    sections = []
+    for grouping, by_variant in grouped.items():
+        if reference not in by_variant:
+            continue
+        labels = sorted({label for runs in by_variant.values() for groups in runs.values() for label in groups},
+                        key=group_order)
+        lines = [f"Paired against {reference} by {grouping.replace('_', ' ')} (seeds both finished with per-group "
+                 "metrics; change of the mean, paired t-test p, seeds on which the variant is higher):", "",
+                 "| variant | shared seeds | " + " | ".join(f"{label} {_metric_label(m)}" for label in labels
+                                                           for m in metrics) + " |",
+                 "|---|---|" + "---|" * (len(labels) * len(metrics))]
+        for variant in [name for name in order if name in by_variant and name != reference]:
+            row, shared = [], 0
+            for label in labels:
+                count, cells = _paired_cells(_one_group(by_variant[variant], label),
+                                             _one_group(by_variant[reference], label), metrics)
+                shared, row = max(shared, count), row + cells
+            if shared:
+                lines.append(f"| {variant} | {shared} | " + " | ".join(row) + " |")
+        if len(lines) > 4:
+            sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
 def load_runs(finished: FinishedRuns) -> list[dict[str, Any]]:
@@ -482,7 +537,7 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
         return f"{np.mean(values):.4f} ± {float(np.std(values, ddof=1)):.4f}"
 
     lines = [f"### {title or dataset}", "",
-             "| variant | seeds | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
+             "| variant | seeds | " + " | ".join(_metric_label(m) for m in METRICS)
              + f" | improv. NDCG@20 vs {reference or 'best baseline'} | paired t-test p (NDCG@20) | best epoch | s/epoch |",
              "|---|---|" + "---|" * len(METRICS) + "---|---|---|---|"]
     for name in order:
@@ -512,6 +567,9 @@ def summarise(out: Path, dataset: str, title: str = "", reference: str | None = 
         lines += ["", "Best baseline per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS) + "."]
     if reference is not None:
         lines += ["", paired_tests(by_variant, order, reference)]
+        by_group = group_paired_tests(finished, order, reference)
+        if by_group:
+            lines += ["", by_group]
     markdown = "\n".join(lines) + "\n"
     if reference is not None:
         (out / f"{prefix}_vs_{reference.replace('/', '_')}.md").write_text(markdown)
@@ -588,7 +646,7 @@ def group_summary(
         users = {label: next(groups[label]["users"] for runs in by_variant.values() for groups in runs
                              if label in groups) for label in labels}
         lines = [f"### {title}: test metrics by {grouping.replace('_', ' ')}", "",
-                 "| variant | seeds | " + " | ".join(f"{label} ({users[label]} users) {m.upper().replace('HIT', 'HR')}"
+                 "| variant | seeds | " + " | ".join(f"{label} ({users[label]} users) {_metric_label(m)}"
                                                    for label in labels for m in metrics) + " |",
                  "|---|---|" + "---|" * (len(labels) * len(metrics))]
         for variant in [name for name in order if name in by_variant]:
@@ -684,7 +742,7 @@ def _plot(file: Path, order: list[str], by_variant: dict, dataset: str, title: s
         axis.bar(range(len(order)), means, yerr=errors, color=colours, capsize=3)
         axis.set_xticks(range(len(order)))
         axis.set_xticklabels(order, rotation=45, ha="right", fontsize=8)
-        axis.set_title(metric.upper().replace("HIT", "HR"))
+        axis.set_title(_metric_label(metric))
         low = min(m - e for m, e in zip(means, errors))
         axis.set_ylim(max(0.0, low * 0.9), max(m + e for m, e in zip(means, errors)) * 1.03)
     figure.suptitle(title or f"{dataset}: test metrics, mean ± std over seeds (grey: baselines)")
