@@ -369,7 +369,8 @@ def pooled_run_files(folders: Sequence[Path]) -> tuple[FinishedRuns, dict[Path, 
     and how many finished runs each folder holds.
 
     A variant and seed finished in more than one folder is kept once when the test results are identical (a
-    reproduction rerun) and is an error otherwise: which of the two to report is the user's choice.
+    reproduction rerun; the copy with per-group metrics is preferred, since a later rerun may have recorded them
+    where the first run did not) and is an error otherwise: which of the two to report is the user's choice.
     """
     found: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
     counts: dict[Path, int] = {}
@@ -385,7 +386,8 @@ def pooled_run_files(folders: Sequence[Path]) -> tuple[FinishedRuns, dict[Path, 
                 raise SystemExit(
                     f"--pool_with: {run_name(*key)} finished in both {found[key][0]} and {folder} with different "
                     "test results; pool folders that hold different seeds, or leave one of the two folders out")
-            found.setdefault(key, (folder, data))
+            if key not in found or (data.get("test_result_by_group") and not found[key][1].get("test_result_by_group")):
+                found[key] = (folder, data)
     return [(variant, data) for (variant, _), (_, data) in sorted(found.items())], counts
 
 
