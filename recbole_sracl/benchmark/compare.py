@@ -447,24 +447,35 @@ def _one_group(runs: dict[int, dict[str, dict[str, float]]], label: str) -> dict
     return {seed: groups[label] for seed, groups in runs.items() if label in groups}
 
 
+RunsByGroup = dict[str, dict[str, dict[int, dict[str, dict[str, float]]]]]
+
+
+def _runs_by_group(finished: FinishedRuns) -> tuple[RunsByGroup, dict[str, list[str]]]:
+    """``{grouping: {variant: {seed: {group label: metrics}}}}`` from the runs' ``test_result_by_group``, and the
+    group labels of each grouping in display order."""
+    from recbole_sracl.evaluation import group_order
+
+    grouped: RunsByGroup = {}
+    for variant, data in finished:
+        for grouping, groups in (data.get("test_result_by_group") or {}).items():
+            grouped.setdefault(grouping, {}).setdefault(variant, {})[data["seed"]] = groups
+    labels = {grouping: sorted({label for runs in by_variant.values() for groups in runs.values() for label in groups},
+                               key=group_order) for grouping, by_variant in grouped.items()}
+    return grouped, labels
+
+
 def group_paired_tests(finished: FinishedRuns, order: Sequence[str], reference: str,
                        metrics: Sequence[str] = ("hit@20", "ndcg@20")) -> str:
     """Markdown: :func:`paired_tests` within each user group (``test_result_by_group`` of the runs).
 
     Empty when ``reference`` has no per-group metrics (runs made before they were recorded).
     """
-    from recbole_sracl.evaluation import group_order
-
-    grouped: dict[str, dict[str, dict[int, dict[str, dict[str, float]]]]] = {}
-    for variant, data in finished:
-        for grouping, groups in (data.get("test_result_by_group") or {}).items():
-            grouped.setdefault(grouping, {}).setdefault(variant, {})[data["seed"]] = groups
+    grouped, labels_of = _runs_by_group(finished)
     sections = []
     for grouping, by_variant in grouped.items():
         if reference not in by_variant:
             continue
-        labels = sorted({label for runs in by_variant.values() for groups in runs.values() for label in groups},
-                        key=group_order)
+        labels = labels_of[grouping]
         lines = [f"Paired against {reference} by {grouping.replace('_', ' ')} (seeds both finished with per-group "
                  "metrics; change of the mean, paired t-test p, seeds on which the variant is higher):", "",
                  "| variant | shared seeds | " + " | ".join(f"{label} {_metric_label(m)}" for label in labels
@@ -636,16 +647,11 @@ def group_summary(
     """
     import numpy as np
 
-    from recbole_sracl.evaluation import group_order
-
-    grouped: dict[str, dict[str, list[dict]]] = {}
-    for variant, data in finished:
-        for grouping, groups in (data.get("test_result_by_group") or {}).items():
-            grouped.setdefault(grouping, {}).setdefault(variant, []).append(groups)
+    grouped, labels_of = _runs_by_group(finished)
     sections = []
     for grouping, by_variant in grouped.items():
-        labels = sorted({label for runs in by_variant.values() for groups in runs for label in groups}, key=group_order)
-        users = {label: next(groups[label]["users"] for runs in by_variant.values() for groups in runs
+        labels = labels_of[grouping]
+        users = {label: next(groups[label]["users"] for runs in by_variant.values() for groups in runs.values()
                              if label in groups) for label in labels}
         lines = [f"### {title}: test metrics by {grouping.replace('_', ' ')}", "",
                  "| variant | seeds | " + " | ".join(f"{label} ({users[label]} users) {_metric_label(m)}"
@@ -653,7 +659,7 @@ def group_summary(
                  "|---|---|" + "---|" * (len(labels) * len(metrics))]
         for variant in [name for name in order if name in by_variant]:
             runs = by_variant[variant]
-            cells = [f"{np.mean([groups[label][m] for groups in runs if label in groups]):.4f}"
+            cells = [f"{np.mean([groups[label][m] for groups in runs.values() if label in groups]):.4f}"
                      for label in labels for m in metrics]
             lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
         sections.append("\n".join(lines))
