@@ -476,11 +476,7 @@ def group_paired_tests(finished: FinishedRuns, order: Sequence[str], reference: 
         if reference not in by_variant:
             continue
         labels = labels_of[grouping]
-        lines = [f"Paired against {reference} by {grouping.replace('_', ' ')} (seeds both finished with per-group "
-                 "metrics; change of the mean, paired t-test p, seeds on which the variant is higher):", "",
-                 "| variant | shared seeds | " + " | ".join(f"{label} {_metric_label(m)}" for label in labels
-                                                           for m in metrics) + " |",
-                 "|---|---|" + "---|" * (len(labels) * len(metrics))]
+        rows = []
         for variant in [name for name in order if name in by_variant and name != reference]:
             row, shared = [], 0
             for label in labels:
@@ -488,9 +484,14 @@ def group_paired_tests(finished: FinishedRuns, order: Sequence[str], reference: 
                                              _one_group(by_variant[reference], label), metrics)
                 shared, row = max(shared, count), row + cells
             if shared:
-                lines.append(f"| {variant} | {shared} | " + " | ".join(row) + " |")
-        if len(lines) > 4:
-            sections.append("\n".join(lines))
+                rows.append(f"| {variant} | {shared} | " + " | ".join(row) + " |")
+        if rows:
+            sections.append("\n".join([
+                f"Paired against {reference} by {grouping.replace('_', ' ')} (seeds both finished with per-group "
+                "metrics; change of the mean, paired t-test p, seeds on which the variant is higher):", "",
+                "| variant | shared seeds | " + " | ".join(f"{label} {_metric_label(m)}" for label in labels
+                                                          for m in metrics) + " |",
+                "|---|---|" + "---|" * (len(labels) * len(metrics)), *rows]))
     return "\n\n".join(sections)
 
 
