@@ -224,7 +224,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     Per epoch it calls ``model.on_train_epoch_start(epoch)`` when the model defines it (SRACL refreshes its
     neighbour cache there), and records training seconds and peak memory in ``epoch_seconds``/``epoch_memory``, the
     loss terms in ``epoch_train_loss`` and the validation score in ``epoch_valid_score`` (``None`` where an epoch
-    was not evaluated): the learning curve that result files keep after logs are gone.
+    was not evaluated): the learning curve that result files keep after logs are gone. With
+    ``save_epoch_checkpoints`` it also keeps every epoch's weights (:meth:`epoch_name`) for ``benchmarks/epochs.py``.
     """
 
     def __init__(self, config, model):
@@ -239,8 +240,12 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
 
     @staticmethod
     def _last_name(best_file: str) -> str:
-        stem = best_file[:-4] if best_file.endswith(".pth") else best_file
-        return f"{stem}-last.pth"
+        return f"{best_file.removesuffix('.pth')}-last.pth"
+
+    @staticmethod
+    def epoch_name(best_file: str, epoch: int) -> str:
+        """Where ``save_epoch_checkpoints`` keeps epoch ``epoch``'s weights, next to the best-model file."""
+        return f"{best_file.removesuffix('.pth')}-epoch{epoch:03d}.pth"
 
     def _save_last_checkpoint(self, epoch: int, train_data, finished: bool) -> None:
         if not self.is_main_process:
@@ -347,6 +352,9 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
             self.finished = stop
             if saved:
                 self._save_last_checkpoint(epoch_idx, train_data, finished=stop)
+                if self.config["save_epoch_checkpoints"]:
+                    self._save_checkpoint(epoch_idx, verbose=False,
+                                          saved_model_file=self.epoch_name(self.saved_model_file, epoch_idx))
             if callback_fn is not None:
                 callback_fn(epoch_idx, valid_score)
             if stop:

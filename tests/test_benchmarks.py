@@ -586,3 +586,35 @@ def test_status_reports_finished_cut_off_and_planned_runs(tmp_path, capsys):
     assert main(["--dataset=tiny", f"--out={out}", "--status", "--seeds=2024,x"]) == 2
     assert capsys.readouterr().err == "error: --seeds=2024,x: give whole numbers, comma-separated (e.g. " \
                                       "--seeds=2024,2025,2026)\n"
+
+
+def test_epoch_curves_score_every_saved_epoch_by_target_popularity(semantic_copy, tiny_yaml, tmp_path):
+    import torch
+    from conftest import tiny_overrides
+
+    from recbole_sracl.benchmark.epochs import main, overall
+    from recbole_sracl.quick_start import run
+
+    checkpoints, run_file = tmp_path / "checkpoints", tmp_path / "run.json"
+    result = run("SRACL", "tiny", [str(tiny_yaml)], result_file=str(run_file),
+                 argv=tiny_overrides(semantic_copy, "--epochs=3", "--save_epoch_checkpoints=True",
+                                     f"--checkpoint_dir={checkpoints}", "--group_by_target_popularity=[6]"))
+    epoch_files = sorted(checkpoints.glob("*-epoch*.pth"))
+    assert [path.name[-13:] for path in epoch_files] == ["-epoch000.pth", "-epoch001.pth", "-epoch002.pth"]
+    assert torch.load(epoch_files[1], weights_only=True)["epoch"] == 1
+    out = tmp_path / "report" / "epochs.json"
+    assert main([f"--run={run_file}", f"--checkpoints={checkpoints}", f"--out={out}"]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["epochs"]) == ["0", "1", "2"] and report["best_epoch"] == result["best_epoch"]
+    for row in report["epochs"].values():
+        for split in ("valid", "test"):
+            assert set(row[split]) == {"all", "<6", ">5"} and row[split]["all"]["users"] == 60  # one target per user
+    check = report["best_epoch_check"]  # the best epoch, re-scored, gives the run's own test result
+    assert check["recomputed"] == pytest.approx(result["test_result"]["ndcg@20"], abs=5e-5)
+    assert f"| {result['best_epoch']}* |" in out.with_suffix(".md").read_text()
+    groups = {"a": {"users": 1, "ndcg@20": 1.0}, "b": {"users": 3, "ndcg@20": 0.2}}
+    assert overall(groups) == pytest.approx({"users": 4, "ndcg@20": 0.4})
+    with pytest.raises(SystemExit, match="no recbole_sracl checkpoint"):
+        main([f"--run={run_file}", f"--checkpoints={tmp_path / 'report'}"])
+    with pytest.raises(SystemExit, match="--metric=recall@5"):
+        main([f"--run={run_file}", f"--checkpoints={checkpoints}", "--metric=recall@5"])

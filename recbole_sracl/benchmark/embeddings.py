@@ -32,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -99,9 +99,9 @@ def embedding_report(table: np.ndarray, groups: np.ndarray, neighbours: np.ndarr
     return report
 
 
-def _load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, config_files: Sequence[str] | None):
-    """``(config, RecBole dataset, training split, test split)`` as the run that wrote the checkpoint built them
-    (same item numbering)."""
+def load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, config_files: Sequence[str] | None):
+    """``(config, RecBole dataset, training, validation and test splits)`` as the run that wrote the checkpoint built
+    them (same item numbering)."""
     from recbole_sracl.data.utils import create_dataset, data_preparation
     from recbole_sracl.quick_start import build_config
 
@@ -113,9 +113,9 @@ def _load_run(checkpoint_config: dict[str, Any], dataset: str, data_path: str, c
     if prepare is not None:
         prepare(config)
     loaded_dataset = create_dataset(config)
-    train_data, _, test_data = data_preparation(config, loaded_dataset,
-                                                getattr(config.model_class, "build_train_augmenter", None))
-    return config, loaded_dataset, train_data, test_data
+    train_data, valid_data, test_data = data_preparation(config, loaded_dataset,
+                                                         getattr(config.model_class, "build_train_augmenter", None))
+    return config, loaded_dataset, train_data, valid_data, test_data
 
 
 def outranking_neighbours(checkpoint: dict[str, Any], config: Any, train_data: Any, test_data: Any,
@@ -215,13 +215,13 @@ def compare_checkpoints(checkpoints: dict[str, Path], dataset: str, data_path: P
     group_names = sorted(dict.fromkeys(groups.tolist()), key=group_order)
     report: dict[str, Any] = {"dataset": dataset, "k": k, "popularity_bounds": list(bounds), "seed": seed,
                               "items": len(tokens), "item_groups": group_names, "checkpoints": {}}
-    runs: dict[tuple, tuple[Any, Any, Any, Any]] = {}  # one dataset and split per item numbering
+    runs: dict[tuple, tuple[Any, Any, Any, Any, Any]] = {}  # one dataset and split per item numbering
     for name, checkpoint in loaded.items():
         saved = checkpoint["config"]
         mapping_key = (saved["model"], *(repr(saved.get(key)) for key in RUN_KEYS))
         if mapping_key not in runs:
-            runs[mapping_key] = _load_run(saved, dataset, str(data_path), config_files)
-        config, loaded_dataset, train_data, test_data = runs[mapping_key]
+            runs[mapping_key] = load_run(saved, dataset, str(data_path), config_files)
+        config, loaded_dataset, train_data, _, test_data = runs[mapping_key]
         item_tokens = loaded_dataset.field2id_token[loaded_dataset.iid_field]
         internal = {token: index for index, token in enumerate(item_tokens)}
         missing = [token for token in tokens if token not in internal]
@@ -289,8 +289,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config_files", default=None, help="space-separated yaml files the runs were trained with")
     parser.add_argument("--out", default=None, help="also write the report as JSON here (and the table next to it, .md)")
     args = parser.parse_args(argv)
-    from recbole_sracl.quick_start import machine_info
-
     checkpoints = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
@@ -299,17 +297,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoints[name] = Path(path)
     report = compare_checkpoints(checkpoints, args.dataset, Path(args.data_path), args.k, args.bounds, args.seed,
                                  (args.config_files or "").split())
-    report["command"] = " ".join(["python benchmarks/embeddings.py", *(argv if argv is not None else sys.argv[1:])])
+    publish_report(report, render, "benchmarks/embeddings.py", argv, args.out)
+    return 0
+
+
+def publish_report(report: dict[str, Any], render_table: Callable[[dict[str, Any]], str], script: str,
+                   argv: Sequence[str] | None, out: str | None) -> None:
+    """Stamp ``report`` with its command, time and machine, print its table and, with ``out``, write the report as
+    JSON there and the table (with the command) next to it as ``.md``. Shared by the checkpoint diagnostics."""
+    from recbole_sracl.quick_start import machine_info
+
+    report["command"] = " ".join([f"python {script}", *(argv if argv is not None else sys.argv[1:])])
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["machine"] = machine_info()
-    table = render(report)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
-        out.with_suffix(".md").write_text(f"{table}\n\nCommand: `{report['command']}` ({report['finished_at']}).\n")
+    table = render_table(report)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+        path.with_suffix(".md").write_text(f"{table}\n\nCommand: `{report['command']}` ({report['finished_at']}).\n")
     print(table)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""Learning curves by popularity group: validation and test metrics of every epoch's checkpoint.
+
+    python -m recbole_sracl.quick_start --model=SRACL --dataset=Amazon_Office --beta=0 --alpha=0.2 --seed=2034 \\
+        --save_epoch_checkpoints=True --checkpoint_dir=saved/s2034 --result_file=saved/s2034.json
+    python benchmarks/epochs.py --run=saved/s2034.json --checkpoints=saved/s2034 --out=saved/s2034-epochs.json
+
+(through the harness: add ``--save_epoch_checkpoints=True --keep_checkpoints``; the run's checkpoints are in
+``<out>/work/checkpoints/<variant>__seed<seed>/``).
+
+Early stopping and model selection look at one number, the overall validation NDCG@20. This re-scores the
+validation and the test split with each epoch's weights, as RecBole's full ranking does, and splits the metric by
+how often the target item occurs in the training split (``group_by_target_popularity``, default <6, 6-20, >20),
+so one sees whether later epochs trade popular targets for rare ones, and whether the validation split (whose
+targets come earlier in time) has the test split's mix of rare and popular targets. The overall value of each
+split is the user-weighted mean of its groups; at the run's best epoch the overall test value is the run's own
+test result (the report checks it). Test metrics here are a diagnostic, never a way to choose an epoch.
+
+Any checkpoint written by recbole_sracl's trainer is read: ``-epoch<N>.pth`` files, ``-last.pth`` files copied
+after each epoch, the best-model file; one per epoch is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+GROUPING = "target_popularity"
+
+
+def epoch_checkpoints(folder: Path) -> dict[int, Path]:
+    """``{epoch: checkpoint}`` for the ``.pth`` files in ``folder`` (the first file seen per epoch, by name).
+
+    Raises:
+        SystemExit: the folder holds no checkpoint.
+    """
+    from recbole_sracl.trainer import load_checkpoint
+
+    found: dict[int, Path] = {}
+    for path in sorted(folder.glob("*.pth")):
+        epoch = load_checkpoint(path).get("epoch")
+        if epoch is not None:
+            found.setdefault(int(epoch), path)
+    if not found:
+        raise SystemExit(f"no recbole_sracl checkpoint in {folder}: train with --save_epoch_checkpoints=True "
+                         "(and --keep_checkpoints through the harness)")
+    return dict(sorted(found.items()))
+
+
+def overall(groups: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The user-weighted mean of per-group metrics (equal to RecBole's value over all users), with ``users``."""
+    users = sum(row["users"] for row in groups.values())
+    metrics = [key for key in next(iter(groups.values())) if key != "users"]
+    result: dict[str, float] = {key: sum(row[key] * row["users"] for row in groups.values()) / users
+                                for key in metrics}
+    result["users"] = users
+    return result
+
+
+def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: str | None = None,
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Per epoch and split (``valid``, ``test``): metrics by target-popularity group and ``all``."""
+    from tqdm import tqdm
+
+    from recbole_sracl.benchmark.embeddings import load_run
+    from recbole_sracl.evaluation import test_result_by_group
+    from recbole_sracl.trainer import load_checkpoint
+
+    data_path = data_path or str(Path(run["config"]["data_path"]).parent)  # RecBole's data_path ends in <dataset>
+    config, _, train_data, valid_data, test_data = load_run(run["config"], run["dataset"], data_path,
+                                                            run.get("config_files"))
+    key = f"group_by_{GROUPING}"
+    config[key] = run["config"].get(key, config[key])  # the run's own groups
+    if not config[key]:
+        raise SystemExit(f"{key} is empty in the run's config: nothing to split by")
+    model = config.model_class(config, train_data._dataset)
+    curves: dict[str, Any] = {}
+    for epoch, path in tqdm(checkpoints.items(), desc="epochs", disable=not show_progress):
+        checkpoint = load_checkpoint(path)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+        model.eval()
+        row = {}
+        for split, data in (("valid", valid_data), ("test", test_data)):
+            groups = test_result_by_group(config, model, train_data._dataset, data)[GROUPING]
+            row[split] = {"all": overall(groups), **groups}
+        curves[str(epoch)] = row
+    return curves
+
+
+def render(report: dict[str, Any], metric: str) -> str:
+    """Markdown table of ``metric`` per epoch: validation then test, overall and per group (* = the best epoch)."""
+    curves, best = report["epochs"], report["best_epoch"]
+    first = next(iter(curves.values()))
+    groups = {split: list(first[split]) for split in ("valid", "test")}
+    users = {split: " / ".join(f"{label} {row['users']}" for label, row in first[split].items())
+             for split in groups}
+    header = [f"{split} {label}" for split in groups for label in groups[split]]
+    lines = [f"{report['dataset']}: {metric} per epoch, by the target item's training popularity "
+             f"(users: valid {users['valid']}; test {users['test']}); * = the run's best (selected) epoch", "",
+             "| epoch | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for epoch, row in curves.items():
+        mark = "*" if int(epoch) == best else ""
+        values = [f"{row[split][label][metric]:.4f}" for split in groups for label in groups[split]]
+        lines.append(f"| {epoch}{mark} | " + " | ".join(values) + " |")
+    check = report.get("best_epoch_check")
+    if check:
+        lines += ["", f"At the best epoch the overall test {metric} is {check['recomputed']:.4f}; the run file says "
+                      f"{check['run_file']:.4f}."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="the run's result file (quick_start --result_file, or the "
+                        "harness's runs/<variant>__seed<seed>.json)")
+    parser.add_argument("--checkpoints", required=True, help="folder holding the run's per-epoch checkpoints")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: the run's data_path)")
+    parser.add_argument("--metric", default="ndcg@20", help="metric of the markdown table (default: ndcg@20)")
+    parser.add_argument("--out", default=None, help="also write the report as JSON here (and the table next to it, .md)")
+    args = parser.parse_args(argv)
+    from recbole_sracl.benchmark.embeddings import publish_report
+
+    run_file, folder = Path(args.run), Path(args.checkpoints)
+    if not run_file.is_file():
+        raise SystemExit(f"--run={run_file}: no such result file")
+    if not folder.is_dir():
+        raise SystemExit(f"--checkpoints={folder}: no such folder")
+    run = json.loads(run_file.read_text())
+    curves = epoch_curves(run, epoch_checkpoints(folder), args.data_path)
+    metric = args.metric.lower()
+    if metric not in next(iter(curves.values()))["test"]["all"]:
+        raise SystemExit(f"--metric={args.metric}: not computed; use hit, ndcg or mrr at one of the run's topk")
+    report: dict[str, Any] = {"dataset": run["dataset"], "model": run["model"], "seed": run.get("seed"),
+                              "run_file": str(run_file), "best_epoch": run.get("best_epoch"), "epochs": curves}
+    best = curves.get(str(run.get("best_epoch")))
+    if best is not None and metric in run.get("test_result", {}):
+        report["best_epoch_check"] = {"recomputed": best["test"]["all"][metric], "run_file": run["test_result"][metric]}
+    publish_report(report, lambda stamped: render(stamped, metric), "benchmarks/epochs.py", argv, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
