@@ -49,6 +49,14 @@ def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def computed_metrics(run_config: dict[str, Any]) -> set[str]:
+    """The ``<metric>@<k>`` names the per-group scoring of a run with this config reports."""
+    from recbole_sracl.evaluation import GROUP_METRICS
+
+    return {f"{name.lower()}@{k}" for name in run_config["metrics"] if name.lower() in GROUP_METRICS
+            for k in run_config["topk"]}
+
+
 def overall(groups: dict[str, dict[str, float]]) -> dict[str, float]:
     """The user-weighted mean of per-group metrics (equal to RecBole's value over all users), with ``users``."""
     users = sum(row["users"] for row in groups.values())
@@ -84,8 +92,11 @@ def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: s
         model.eval()
         row = {}
         for split, data in (("valid", valid_data), ("test", test_data)):
-            groups = test_result_by_group(config, model, train_data._dataset, data)[GROUPING]
-            row[split] = {"all": overall(groups), **groups}
+            by_group = test_result_by_group(config, model, train_data._dataset, data)
+            if by_group is None:
+                raise SystemExit("the run's splits cannot be scored by group: it needs full ranking with one target "
+                                 "per user (eval_args split LS, mode full) in a single process")
+            row[split] = {"all": overall(by_group[GROUPING]), **by_group[GROUPING]}
         curves[str(epoch)] = row
     return curves
 
@@ -129,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not folder.is_dir():
         raise SystemExit(f"--checkpoints={folder}: no such folder")
     run = json.loads(run_file.read_text())
-    curves = epoch_curves(run, epoch_checkpoints(folder), args.data_path)
     metric = args.metric.lower()
-    if metric not in next(iter(curves.values()))["test"]["all"]:
+    if metric not in computed_metrics(run["config"]):  # before hours of scoring, not after
         raise SystemExit(f"--metric={args.metric}: not computed; use hit, ndcg or mrr at one of the run's topk")
+    curves = epoch_curves(run, epoch_checkpoints(folder), args.data_path)
     report: dict[str, Any] = {"dataset": run["dataset"], "model": run["model"], "seed": run.get("seed"),
                               "run_file": str(run_file), "best_epoch": run.get("best_epoch"), "epochs": curves}
     best = curves.get(str(run.get("best_epoch")))
