@@ -10,6 +10,10 @@ the loaded (best) model exactly as RecBole's full-ranking evaluation does (same 
   ``group_by_target_popularity`` (default ``[6, 21]``: <=5, 6-20, >20).
 
 The user-weighted mean over the groups of one grouping equals RecBole's overall test result.
+
+``valid_metric_average: popularity_groups`` selects models on :func:`group_balanced_score` instead: the unweighted
+mean of ``valid_metric`` over the ``target_popularity`` groups of the validation split, so that users whose target is
+a rare item weigh as much as those whose target is a popular one (the trainer computes it every validation).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 
 GROUP_METRICS = ("hit", "ndcg", "mrr")  # metrics that depend only on the rank of a single test item
 GROUPINGS = ("sequence_length", "target_popularity")  # config keys group_by_<name>
+VALID_AVERAGES = ("users", "popularity_groups")  # values of valid_metric_average
 
 
 def _increasing_integers(bounds: Any) -> bool:
@@ -34,7 +39,8 @@ def _increasing_integers(bounds: Any) -> bool:
 
 
 def check_group_config(config: Any) -> None:
-    """Refuse ``group_by_*`` values that are not empty or strictly increasing integer lists, before any training."""
+    """Refuse, before any training, ``group_by_*`` values that are not empty or strictly increasing integer lists
+    and a ``valid_metric_average`` that cannot be computed."""
     from recbole_sracl.errors import ConfigError
 
     for name in GROUPINGS:
@@ -44,6 +50,28 @@ def check_group_config(config: Any) -> None:
         if not _increasing_integers(bounds):
             raise ConfigError(f"group_by_{name} must be a strictly increasing list of integers such as [7, 11] "
                               f"(or [] for no groups), not {bounds!r}")
+    average = config["valid_metric_average"] or "users"
+    if average not in VALID_AVERAGES:
+        raise ConfigError(f"valid_metric_average must be one of {', '.join(VALID_AVERAGES)}, not {average!r}")
+    if average == "users":
+        return
+    fix = "or set valid_metric_average: users"
+    if not config["group_by_target_popularity"]:
+        raise ConfigError(f"valid_metric_average: popularity_groups needs the groups of group_by_target_popularity "
+                          f"(e.g. [6, 21]), which is empty; set it {fix}")
+    metric = str(config["valid_metric"]).lower()
+    if "@" not in metric or metric.split("@")[0] not in GROUP_METRICS:
+        raise ConfigError(f"valid_metric_average: popularity_groups works with valid_metric "
+                          f"{' / '.join(m.upper() if m == 'mrr' else m.capitalize() for m in GROUP_METRICS)}@k, "
+                          f"not {config['valid_metric']}; change valid_metric {fix}")
+    mode = config["eval_args"]["mode"]
+    valid_mode = mode.get("valid") if isinstance(mode, dict) else mode
+    if valid_mode != "full":
+        raise ConfigError(f"valid_metric_average: popularity_groups needs full-ranking validation (eval_args mode "
+                          f"'full'), not {valid_mode!r}; {fix}")
+    if not config["single_spec"]:
+        raise ConfigError(f"valid_metric_average: popularity_groups is not supported in multi-process training "
+                          f"(each process sees part of the validation split); train in one process {fix}")
 
 
 def group_labels(values: np.ndarray, bounds: Sequence[int]) -> np.ndarray:
@@ -93,6 +121,12 @@ def metrics_by_group(ranks: np.ndarray, labels: np.ndarray, metrics: Sequence[st
                 row[f"{metric}@{k}"] = float(values.mean())
         out[label] = row
     return out
+
+
+def balanced_mean(groups: dict[str, dict[str, float]], key: str) -> float:
+    """Unweighted mean of ``key`` over ``groups`` (:func:`metrics_by_group` rows): each group counts once,
+    whatever its number of users."""
+    return float(np.mean([row[key] for row in groups.values()]))
 
 
 def full_sort_test_scores(model: Any, test_data: Any, device: Any = "cpu") -> Iterator[tuple[Any, Tensor, Tensor]]:
@@ -160,9 +194,37 @@ def test_item_ranks(model: Any, test_data: Any, max_k: int, device: Any = "cpu"
     return np.concatenate(users), np.concatenate(items), np.concatenate(ranks)
 
 
-def test_result_by_group(config: Any, model: Any, train_dataset: Any, test_data: Any) -> dict | None:
+def item_popularity(histories: dict[int, np.ndarray], item_num: int) -> np.ndarray:
+    """How often each item id occurs in the training histories (``training_histories``), indexed by item id."""
+    return np.bincount(np.concatenate(list(histories.values())), minlength=item_num)
+
+
+def group_balanced_score(model: Any, eval_data: Any, popularity: np.ndarray, bounds: Sequence[int], metric: str,
+                         decimals: int, device: Any = "cpu") -> float:
+    """Unweighted mean over the target-popularity groups (``bounds`` as ``group_by_target_popularity``) of the
+    per-user mean of ``metric`` (e.g. ``"NDCG@20"``) on a full-ranking, one-item-per-user split, rounded to
+    ``decimals`` as RecBole rounds its metrics (``metric_decimal_place``; ties go to the later epoch either way).
+
+    Raises:
+        SRACLError: the split cannot be scored per user (not full-ranking, several items per user, no
+            ``full_sort_predict``).
+    """
+    from recbole_sracl.errors import SRACLError
+
+    name, k = metric.lower().split("@")
+    scored = test_item_ranks(model, eval_data, int(k), device)
+    if scored is None:
+        raise SRACLError("valid_metric_average: popularity_groups cannot score this split per user (see the log "
+                         "line above); set valid_metric_average: users")
+    _, items, ranks = scored
+    groups = metrics_by_group(ranks, group_labels(popularity[items], bounds), [name], [int(k)])
+    return round(balanced_mean(groups, f"{name}@{k}"), decimals)
+
+
+def test_result_by_group(config: Any, model: Any, train_dataset: Any, test_data: Any,
+                         histories: dict[int, np.ndarray] | None = None) -> dict | None:
     """Test metrics per ``sequence_length`` and ``target_popularity`` group of ``model`` (the loaded best model;
-    see the module docstring).
+    see the module docstring). ``histories``: ``training_histories(train_dataset)`` when the caller has them.
 
     ``None`` when both bound lists are empty, in multi-process runs, or when the split does not have exactly one
     test item per user.
@@ -179,10 +241,10 @@ def test_result_by_group(config: Any, model: Any, train_dataset: Any, test_data:
     if scored is None:
         return None
     users, items, ranks = scored
-    histories = training_histories(train_dataset)
+    histories = training_histories(train_dataset) if histories is None else histories
     history_length = np.array([len(histories.get(int(user), ())) for user in users])
-    popularity = np.bincount(np.concatenate(list(histories.values())), minlength=train_dataset.item_num)
-    values = {"sequence_length": history_length + 2, "target_popularity": popularity[items]}
+    values = {"sequence_length": history_length + 2,
+              "target_popularity": item_popularity(histories, train_dataset.item_num)[items]}
     result = {}
     for name, bounds in groupings.items():
         grouped = metrics_by_group(ranks, group_labels(values[name], bounds), metrics, ks)

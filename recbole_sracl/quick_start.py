@@ -157,7 +157,9 @@ def run_single(
     from recbole.utils import get_flops, init_seed, set_color
 
     from recbole_sracl.data.utils import create_dataset, data_preparation
+    from recbole_sracl.errors import ConfigError
     from recbole_sracl.evaluation import test_result_by_group
+    from recbole_sracl.trainer import Trainer
     from recbole_sracl.utils import atomic_write_json, get_trainer
 
     started = time.time()
@@ -190,6 +192,9 @@ def run_single(
         logger.info(f"FLOPs not computed: {type(error).__name__}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    if (config["valid_metric_average"] or "users") != "users" and not isinstance(trainer, Trainer):
+        raise ConfigError(f"valid_metric_average: {config['valid_metric_average']} needs recbole_sracl's Trainer; "
+                          f"{config['model']} trains with {type(trainer).__name__}: set valid_metric_average: users")
     if resume:
         trainer.resume(resume, train_data)
     best_valid_score, best_valid_result = trainer.fit(

@@ -226,6 +226,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     loss terms in ``epoch_train_loss`` and the validation score in ``epoch_valid_score`` (``None`` where an epoch
     was not evaluated): the learning curve that result files keep after logs are gone. With
     ``save_epoch_checkpoints`` it also keeps every epoch's weights (:meth:`epoch_name`) for ``benchmarks/epochs.py``.
+    With ``valid_metric_average: popularity_groups`` the early-stopping and model-selection score is
+    :func:`~recbole_sracl.evaluation.group_balanced_score` (the logged validation result stays RecBole's).
     """
 
     def __init__(self, config, model):
@@ -237,6 +239,7 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         self.epoch_valid_score: list[float | None] = []
         self.epochs_run = 0
         self.finished = False
+        self.item_popularity: np.ndarray | None = None  # set by fit() for valid_metric_average: popularity_groups
 
     @staticmethod
     def _last_name(best_file: str) -> str:
@@ -292,6 +295,16 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         self.epoch_valid_score = [None] * (self.start_epoch - len(scores)) + list(scores)
         self.logger.info(f"Resumed from {last_file}: continuing at epoch {self.start_epoch}")
 
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        if self.item_popularity is not None:
+            from recbole_sracl.evaluation import group_balanced_score
+
+            valid_score = group_balanced_score(self.model, valid_data, self.item_popularity,
+                                               self.config["group_by_target_popularity"], self.valid_metric,
+                                               self.config["metric_decimal_place"], self.device)
+        return valid_score, valid_result
+
     def fit(
         self,
         train_data,
@@ -302,6 +315,12 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         callback_fn: Callable[[int, float], None] | None = None,
     ):
         self.eval_collector.data_collect(train_data)
+        if (self.config["valid_metric_average"] or "users") == "popularity_groups":
+            from recbole_sracl.data.sequences import training_histories
+            from recbole_sracl.evaluation import item_popularity
+
+            dataset = train_data._dataset
+            self.item_popularity = item_popularity(training_histories(dataset), dataset.item_num)
         if self.config["train_neg_sample_args"].get("dynamic", False):
             train_data.get_model(self.model)
         epoch_start_hook = getattr(self.model, "on_train_epoch_start", None)

@@ -618,3 +618,59 @@ def test_epoch_curves_score_every_saved_epoch_by_target_popularity(semantic_copy
         main([f"--run={run_file}", f"--checkpoints={tmp_path / 'report'}"])
     with pytest.raises(SystemExit, match="--metric=recall@5"):
         main([f"--run={run_file}", f"--checkpoints={checkpoints}", "--metric=recall@5"])
+
+
+def test_popularity_balanced_validation_selects_on_the_unweighted_group_mean(tiny_root, tiny_yaml, tmp_path):
+    from conftest import tiny_overrides
+
+    from recbole_sracl.benchmark.epochs import main
+    from recbole_sracl.evaluation import balanced_mean
+    from recbole_sracl.quick_start import run
+
+    checkpoints, run_file, out = tmp_path / "checkpoints", tmp_path / "run.json", tmp_path / "epochs.json"
+    result = run("SASRec", "tiny", [str(tiny_yaml)], result_file=str(run_file),
+                 argv=tiny_overrides(tiny_root, "--epochs=3", "--save_epoch_checkpoints=True",
+                                     "--valid_metric_average=popularity_groups", f"--checkpoint_dir={checkpoints}",
+                                     "--group_by_target_popularity=[6]"))
+    assert main([f"--run={run_file}", f"--checkpoints={checkpoints}", f"--out={out}"]) == 0
+    report = json.loads(out.read_text())
+    # the trainer's validation score of each epoch is the mean of the two groups' NDCG@20, not the users' mean
+    balanced = [balanced_mean({label: row for label, row in report["epochs"][str(epoch)]["valid"].items()
+                               if label != "all"}, "ndcg@20") for epoch in range(3)]
+    overall = [report["epochs"][str(epoch)]["valid"]["all"]["ndcg@20"] for epoch in range(3)]
+    assert result["epoch_valid_score"] == [round(score, 4) for score in balanced]  # metric_decimal_place: 4
+    assert all(abs(b - o) > 1e-4 for b, o in zip(balanced, overall))
+    # the best epoch: highest rounded score, the later one on ties (RecBole's early stopping keeps score >= best)
+    assert result["best_epoch"] == max(range(3), key=lambda epoch: (round(balanced[epoch], 4), epoch))
+    assert report["selection"]["popularity_groups"]["epoch"] == result["best_epoch"]
+    assert report["selection"]["users"]["epoch"] == max(range(3), key=lambda epoch: (round(overall[epoch], 4), epoch))
+    assert "- popularity-balanced validation ndcg@20: epoch" in out.with_suffix(".md").read_text()
+    # an earlier report (no selection yet) rendered again in place, without re-scoring
+    selection = report.pop("selection")
+    out.write_text(json.dumps(report))
+    assert main([f"--report={out}"]) == 0
+    again = json.loads(out.read_text())
+    assert again["selection"] == selection and again["command"] == report["command"]
+    assert "rendered again by `python benchmarks/epochs.py --report=" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="--metric=recall@5: not in the report"):
+        main([f"--report={out}", "--metric=recall@5"])
+    with pytest.raises(SystemExit, match="not a report written by"):
+        main([f"--report={run_file}"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["--valid_metric_average=groups"], "must be one of users, popularity_groups"),
+    (["--valid_metric_average=popularity_groups", "--group_by_target_popularity=[]"], "which is empty"),
+    (["--valid_metric_average=popularity_groups", "--metrics=['Recall','NDCG']", "--valid_metric=Recall@20"],
+     "not Recall@20"),
+    (["--valid_metric_average=popularity_groups", "--eval_args={'split': {'LS': 'valid_and_test'}, "
+      "'order': 'TO', 'group_by': 'user', 'mode': 'uni100'}"], "not 'uni100'"),
+])
+def test_popularity_balanced_validation_refuses_what_it_cannot_compute(overrides, message, tiny_root, tiny_yaml):
+    from conftest import tiny_overrides
+
+    from recbole_sracl.errors import ConfigError
+    from recbole_sracl.quick_start import build_config
+
+    with pytest.raises(ConfigError, match=message):
+        build_config("SASRec", "tiny", [str(tiny_yaml)], argv=tiny_overrides(tiny_root, *overrides))

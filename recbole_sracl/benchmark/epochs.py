@@ -15,6 +15,11 @@ targets come earlier in time) has the test split's mix of rare and popular targe
 split is the user-weighted mean of its groups; at the run's best epoch the overall test value is the run's own
 test result (the report checks it). Test metrics here are a diagnostic, never a way to choose an epoch.
 
+The report also compares two selection rules on validation only, among the saved epochs: the overall (user-weighted)
+validation metric, as RecBole and the paper select, and its popularity-balanced mean (each group counts once; what
+``valid_metric_average: popularity_groups`` selects on while training), with the test metric of the epoch each
+rule picks. The epochs saved end where the run's own early stopping ended training.
+
 Any checkpoint written by recbole_sracl's trainer is read: ``-epoch<N>.pth`` files, ``-last.pth`` files copied
 after each epoch, the best-model file; one per epoch is kept.
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 GROUPING = "target_popularity"
+SELECTION_RULES = {"users": "overall validation", "popularity_groups": "popularity-balanced validation"}
 
 
 def epoch_checkpoints(folder: Path) -> dict[int, Path]:
@@ -73,6 +79,7 @@ def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: s
     from tqdm import tqdm
 
     from recbole_sracl.benchmark.embeddings import load_run
+    from recbole_sracl.data.sequences import training_histories
     from recbole_sracl.evaluation import test_result_by_group
     from recbole_sracl.trainer import load_checkpoint
 
@@ -84,6 +91,7 @@ def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: s
     if not config[key]:
         raise SystemExit(f"{key} is empty in the run's config: nothing to split by")
     model = config.model_class(config, train_data._dataset)
+    histories = training_histories(train_data._dataset)
     curves: dict[str, Any] = {}
     for epoch, path in tqdm(checkpoints.items(), desc="epochs", disable=not show_progress):
         checkpoint = load_checkpoint(path)
@@ -92,7 +100,7 @@ def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: s
         model.eval()
         row = {}
         for split, data in (("valid", valid_data), ("test", test_data)):
-            by_group = test_result_by_group(config, model, train_data._dataset, data)
+            by_group = test_result_by_group(config, model, train_data._dataset, data, histories)
             if by_group is None:
                 raise SystemExit("the run's splits cannot be scored by group: it needs full ranking with one target "
                                  "per user (eval_args split LS, mode full) in a single process")
@@ -101,21 +109,51 @@ def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: s
     return curves
 
 
+def groups_of(split_row: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The popularity groups of one split's row of :func:`epoch_curves` (without ``all``)."""
+    return {label: row for label, row in split_row.items() if label != "all"}
+
+
+def selections(curves: dict[str, Any], metric: str, decimals: int = 4) -> dict[str, dict[str, Any]]:
+    """Per rule of :data:`SELECTION_RULES`: the epoch the trainer would keep as best, i.e. the highest validation
+    ``metric`` under that rule rounded to ``decimals`` (RecBole's ``metric_decimal_place``), the later epoch on
+    ties (RecBole's early stopping keeps a score >= the best), with its validation and test values."""
+    from recbole_sracl.evaluation import balanced_mean
+
+    scores = {"users": lambda row: row["valid"]["all"][metric],
+              "popularity_groups": lambda row: balanced_mean(groups_of(row["valid"]), metric)}
+    chosen = {}
+    for rule, score in scores.items():
+        epoch = max(curves, key=lambda name: (round(score(curves[name]), decimals), int(name)))
+        chosen[rule] = {"epoch": int(epoch), "valid": score(curves[epoch]),
+                        "test": curves[epoch]["test"]["all"][metric]}
+    return chosen
+
+
 def render(report: dict[str, Any], metric: str) -> str:
-    """Markdown table of ``metric`` per epoch: validation then test, overall and per group (* = the best epoch)."""
+    """Markdown table of ``metric`` per epoch: validation then test, overall and per group, the balanced
+    validation mean (* = the best epoch), then the epoch each selection rule picks."""
+    from recbole_sracl.evaluation import balanced_mean
+
     curves, best = report["epochs"], report["best_epoch"]
     first = next(iter(curves.values()))
     groups = {split: list(first[split]) for split in ("valid", "test")}
     users = {split: " / ".join(f"{label} {row['users']}" for label, row in first[split].items())
              for split in groups}
-    header = [f"{split} {label}" for split in groups for label in groups[split]]
+    header = [f"{split} {label}" for split in groups for label in groups[split]] + ["valid balanced"]
     lines = [f"{report['dataset']}: {metric} per epoch, by the target item's training popularity "
              f"(users: valid {users['valid']}; test {users['test']}); * = the run's best (selected) epoch", "",
              "| epoch | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for epoch, row in curves.items():
         mark = "*" if int(epoch) == best else ""
         values = [f"{row[split][label][metric]:.4f}" for split in groups for label in groups[split]]
+        values.append(f"{balanced_mean(groups_of(row['valid']), metric):.4f}")
         lines.append(f"| {epoch}{mark} | " + " | ".join(values) + " |")
+    lines += ["", "Selection among these epochs on validation only (valid balanced: the unweighted mean over the "
+                  "popularity groups):", ""]
+    for rule, chosen in report["selection"].items():
+        lines.append(f"- {SELECTION_RULES[rule]} {metric}: epoch {chosen['epoch']} (valid {chosen['valid']:.4f}), "
+                     f"test {metric} {chosen['test']:.4f}")
     check = report.get("best_epoch_check")
     if check:
         lines += ["", f"At the best epoch the overall test {metric} is {check['recomputed']:.4f}; the run file says "
@@ -123,17 +161,49 @@ def render(report: dict[str, Any], metric: str) -> str:
     return "\n".join(lines)
 
 
+def rerender(path: Path, metric: str, argv: Sequence[str] | None) -> int:
+    """Add this version's selection rules to an earlier report and rewrite its JSON and ``.md`` in place; the
+    scoring command and time stay, the re-rendering command is added."""
+    import time
+
+    if not path.is_file():
+        raise SystemExit(f"--report={path}: no such report")
+    report = json.loads(path.read_text())
+    if "epochs" not in report or "command" not in report:
+        raise SystemExit(f"--report={path}: not a report written by benchmarks/epochs.py --out")
+    first = next(iter(report["epochs"].values()))
+    if metric not in first["valid"]["all"]:
+        raise SystemExit(f"--metric={metric}: not in the report; it has {', '.join(sorted(first['valid']['all']))}")
+    report["selection"] = selections(report["epochs"], metric)
+    report["rendered"] = {"command": " ".join(["python benchmarks/epochs.py",
+                                                *(argv if argv is not None else sys.argv[1:])]),
+                          "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path.write_text(json.dumps(report, indent=2))
+    table = render(report, metric)
+    path.with_suffix(".md").write_text(
+        f"{table}\n\nCommand: `{report['command']}` ({report['finished_at']}); rendered again by "
+        f"`{report['rendered']['command']}` ({report['rendered']['at']}).\n")
+    print(table)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="the run's result file (quick_start --result_file, or the "
+    parser.add_argument("--run", help="the run's result file (quick_start --result_file, or the "
                         "harness's runs/<variant>__seed<seed>.json)")
-    parser.add_argument("--checkpoints", required=True, help="folder holding the run's per-epoch checkpoints")
+    parser.add_argument("--checkpoints", help="folder holding the run's per-epoch checkpoints")
+    parser.add_argument("--report", help="instead of --run/--checkpoints: an earlier report (JSON) to render again "
+                        "with this version's table and selection rules, in place (nothing is re-scored)")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: the run's data_path)")
     parser.add_argument("--metric", default="ndcg@20", help="metric of the markdown table (default: ndcg@20)")
     parser.add_argument("--out", default=None, help="also write the report as JSON here (and the table next to it, .md)")
     args = parser.parse_args(argv)
     from recbole_sracl.benchmark.embeddings import publish_report
 
+    if args.report:
+        return rerender(Path(args.report), args.metric.lower(), argv)
+    if not (args.run and args.checkpoints):
+        parser.error("--run and --checkpoints are required (or --report to render an earlier report again)")
     run_file, folder = Path(args.run), Path(args.checkpoints)
     if not run_file.is_file():
         raise SystemExit(f"--run={run_file}: no such result file")
@@ -146,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     curves = epoch_curves(run, epoch_checkpoints(folder), args.data_path)
     report: dict[str, Any] = {"dataset": run["dataset"], "model": run["model"], "seed": run.get("seed"),
                               "run_file": str(run_file), "best_epoch": run.get("best_epoch"), "epochs": curves}
+    report["selection"] = selections(curves, metric)
     best = curves.get(str(run.get("best_epoch")))
     if best is not None and metric in run.get("test_result", {}):
         report["best_epoch_check"] = {"recomputed": best["test"]["all"][metric], "run_file": run["test_result"][metric]}

@@ -121,6 +121,16 @@ VARIANTS: dict[str, Variant] = {
     ]
 }
 
+# the same runs selected (and early-stopped) on the popularity-balanced validation metric instead of the overall one
+BALANCED_SELECTION = ("--valid_metric_average=popularity_groups",)
+BALANCED_BASES = ("SASRec", "CL4SRec", "DuoRec", "SRACL", "SRACL_wo_LIS", "SRACL_wo_LIS_alpha0.2")
+VARIANTS.update({
+    f"{base.name}_balanced": Variant(f"{base.name}_balanced", base.model, base.overrides + BALANCED_SELECTION,
+                                     baseline=base.baseline,
+                                     description=f"{base.description}; selected on popularity-balanced validation")
+    for base in (VARIANTS[name] for name in BALANCED_BASES)
+})
+
 GROUPS: dict[str, list[str]] = {
     "main": ["SASRec", "GRU4Rec", "CL4SRec", "DuoRec", "SRACL"],
     "ablations": ["SRACL_wo_LCS", "SRACL_wo_LIS", "SRACL_wo_CL", "SRACL_Unlearnable"],
@@ -142,6 +152,7 @@ GROUPS: dict[str, list[str]] = {
               for ablation, _, _ in IS_COS_FORMS],
     "granularity": ["SRACL_prefix", "SRACL_prefix_wo_LIS", "SRACL_prefix_other_users_wo_LIS",
                     f"SRACL_prefix_other_users_alpha{IS_COS_ALPHA}_is_cos{IS_COS_TAU}"],
+    "balanced": [f"{name}_balanced" for name in BALANCED_BASES],
 }
 
 
