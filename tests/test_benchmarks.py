@@ -144,6 +144,14 @@ def test_pool_with_summarises_several_result_folders_and_tests_every_metric(tmp_
     assert summarise(later, "tiny", pool_with=[first]).startswith("### tiny")
     assert (later / "results_pooled.md").is_file() and (later / "results_pooled.png").stat().st_size > 1000
     assert paired_p_value([0.1], [0.2]) is None and paired_p_value([0.1, 0.2], [0.1, 0.2]) is None
+    # a reference with runs only in the pooled folder: the folder's own table is against its best baseline
+    only = tmp_path / "only"
+    write(only, "SRACL", 1, 0.070, hit20=0.21)  # the same run as first's (pooled once)
+    assert main(["--dataset=tiny", f"--out={only}", "--summarise_only", f"--pool_with={first}",
+                 "--reference=DuoRec"]) == 0
+    assert (only / "results.md").is_file() and not (only / "results_vs_DuoRec.md").exists()
+    assert "| SRACL | 2 | 0.1000 ± 0.0000 | 0.2100 ± 0.0000 | 0.0500 ± 0.0000 | 0.0710 ± 0.0014 | +3.6% vs DuoRec" \
+        in (only / "results_pooled_vs_DuoRec.md").read_text()
     write(later, "DuoRec", 1, 0.0685)  # a different result for a run the other folder also holds
     with pytest.raises(SystemExit, match="DuoRec__seed1 finished in both .* with different test results"):
         pooled_run_files([first, later])

@@ -852,7 +852,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.summarise_only:
         run_all(args, shared)
-    print(summarise(Path(args.out), args.dataset, args.title, args.reference))
+    own_reference = args.reference
+    if args.pool_with and args.reference:  # the reference may have runs only in the pooled folders
+        own_variants = {run["variant"] for run in load_runs(_finished_run_files(Path(args.out)))}
+        own_reference = args.reference if args.reference in own_variants else None
+    print(summarise(Path(args.out), args.dataset, args.title, own_reference))
     if args.pool_with:
         pool_with = [Path(folder) for folder in args.pool_with.split(",") if folder]
         print(summarise(Path(args.out), args.dataset, args.title, args.reference, pool_with))
