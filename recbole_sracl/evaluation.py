@@ -13,7 +13,8 @@ The user-weighted mean over the groups of one grouping equals RecBole's overall 
 
 ``valid_metric_average: popularity_groups`` selects models on :func:`group_balanced_score` instead: the unweighted
 mean of ``valid_metric`` over the ``target_popularity`` groups of the validation split, so that users whose target is
-a rare item weigh as much as those whose target is a popular one (the trainer computes it every validation).
+a rare item weigh as much as those whose target is a popular one. The trainer computes it every validation from the
+ranks RecBole's own evaluation has just collected (:func:`ranks_from_topk`), without ranking the split again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def check_group_config(config: Any) -> None:
         if not _increasing_integers(bounds):
             raise ConfigError(f"group_by_{name} must be a strictly increasing list of integers such as [7, 11] "
                               f"(or [] for no groups), not {bounds!r}")
-    average = config["valid_metric_average"] or "users"
+    average = valid_metric_average(config)
     if average not in VALID_AVERAGES:
         raise ConfigError(f"valid_metric_average must be one of {', '.join(VALID_AVERAGES)}, not {average!r}")
     if average == "users":
@@ -199,25 +200,54 @@ def item_popularity(histories: dict[int, np.ndarray], item_num: int) -> np.ndarr
     return np.bincount(np.concatenate(list(histories.values())), minlength=item_num)
 
 
-def group_balanced_score(model: Any, eval_data: Any, popularity: np.ndarray, bounds: Sequence[int], metric: str,
-                         decimals: int, device: Any = "cpu") -> float:
-    """Unweighted mean over the target-popularity groups (``bounds`` as ``group_by_target_popularity``) of the
-    per-user mean of ``metric`` (e.g. ``"NDCG@20"``) on a full-ranking, one-item-per-user split, rounded to
-    ``decimals`` as RecBole rounds its metrics (``metric_decimal_place``; ties go to the later epoch either way).
+def valid_metric_average(config: Any) -> str:
+    """The configured ``valid_metric_average`` (``users`` when unset)."""
+    return config["valid_metric_average"] or "users"
+
+
+def split_targets(eval_data: Any) -> np.ndarray:
+    """The target item of every row of a full-ranking split, in the order RecBole's evaluation collects its rows.
 
     Raises:
-        SRACLError: the split cannot be scored per user (not full-ranking, several items per user, no
-            ``full_sort_predict``).
+        ConfigError: the split is not full-ranking or a row does not have exactly one target (e.g. ratio splits).
     """
-    from recbole_sracl.errors import SRACLError
+    import torch
+    from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 
+    from recbole_sracl.errors import ConfigError
+
+    fix = "set valid_metric_average: users"
+    if not isinstance(eval_data, FullSortEvalDataLoader):
+        raise ConfigError(f"valid_metric_average: popularity_groups needs a full-ranking validation split; {fix}")
+    targets = []
+    for interaction, _, positive_u, positive_i in eval_data:
+        if not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
+            raise ConfigError("valid_metric_average: popularity_groups needs exactly one validation item per user "
+                             f"(leave-one-out splits); {fix}")
+        targets.append(positive_i.cpu().numpy())
+    return np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
+
+
+def ranks_from_topk(topk: np.ndarray) -> np.ndarray:
+    """Rank of each row's single target (0 = first; ``k`` = not in the top ``k``) from RecBole's ``rec.topk``
+    matrix: one 0/1 column per top-``k`` position, then the row's number of targets.
+
+    >>> ranks_from_topk(np.array([[0, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 1]])).tolist()
+    [1, 3, 0]
+    """
+    hits = np.asarray(topk)[:, :-1] > 0
+    return np.where(hits.any(axis=1), hits.argmax(axis=1), hits.shape[1])
+
+
+def group_balanced_score(ranks: np.ndarray, target_popularity: np.ndarray, bounds: Sequence[int], metric: str,
+                         decimals: int) -> float:
+    """Unweighted mean over the target-popularity groups (``bounds`` as ``group_by_target_popularity``) of the
+    per-user mean of ``metric`` (e.g. ``"NDCG@20"``), from each row's target rank and the training popularity of
+    its target, rounded to ``decimals`` as RecBole rounds its metrics (``metric_decimal_place``; ties go to the
+    later epoch either way).
+    """
     name, k = metric.lower().split("@")
-    scored = test_item_ranks(model, eval_data, int(k), device)
-    if scored is None:
-        raise SRACLError("valid_metric_average: popularity_groups cannot score this split per user (see the log "
-                         "line above); set valid_metric_average: users")
-    _, items, ranks = scored
-    groups = metrics_by_group(ranks, group_labels(popularity[items], bounds), [name], [int(k)])
+    groups = metrics_by_group(ranks, group_labels(target_popularity, bounds), [name], [int(k)])
     return round(balanced_mean(groups, f"{name}@{k}"), decimals)
 
 

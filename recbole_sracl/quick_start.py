@@ -65,23 +65,18 @@ def _first_cpuinfo_block(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
     return fields
 
 
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's marketing name (``model name`` of /proc/cpuinfo on Linux), else what ``platform`` knows."""
-    return _first_cpuinfo_block(cpuinfo).get("model name") or platform.processor() or platform.machine()
-
-
-def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """Vendor, family, model and stepping of the CPU (Linux ``/proc/cpuinfo``), e.g. ``AuthenticAMD family 26 model 2
-    stepping 1``; ``None`` where they cannot be read.
+def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str | None]:
+    """``cpu_model``: the CPU's marketing name (``model name`` of /proc/cpuinfo on Linux, else what ``platform``
+    knows); ``cpu_id``: vendor, family, model and stepping, e.g. ``AuthenticAMD family 26 model 2 stepping 1``
+    (``None`` where they cannot be read). Both come from one read of the first processor's block.
 
     Two CPUs with the same marketing name (``AMD EPYC``) can be different generations whose float kernels round
-    differently, which changes the bytes of a semantic build; this tells them apart in run files and manifests.
+    differently, which changes the bytes of a semantic build; ``cpu_id`` tells them apart in run files and manifests.
     """
     fields = _first_cpuinfo_block(cpuinfo)
     parts = [fields.get(key) for key in ("vendor_id", "cpu family", "model", "stepping")]
-    if not all(parts):
-        return None
-    return "{} family {} model {} stepping {}".format(*parts)
+    return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+            "cpu_id": "{} family {} model {} stepping {}".format(*parts) if all(parts) else None}
 
 
 def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
@@ -103,8 +98,7 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": cpu_model(),
-        "cpu_id": cpu_identity(),
+        **cpu_info(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -158,7 +152,7 @@ def run_single(
 
     from recbole_sracl.data.utils import create_dataset, data_preparation
     from recbole_sracl.errors import ConfigError
-    from recbole_sracl.evaluation import test_result_by_group
+    from recbole_sracl.evaluation import test_result_by_group, valid_metric_average
     from recbole_sracl.trainer import Trainer
     from recbole_sracl.utils import atomic_write_json, get_trainer
 
@@ -192,7 +186,7 @@ def run_single(
         logger.info(f"FLOPs not computed: {type(error).__name__}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    if (config["valid_metric_average"] or "users") != "users" and not isinstance(trainer, Trainer):
+    if valid_metric_average(config) != "users" and not isinstance(trainer, Trainer):
         raise ConfigError(f"valid_metric_average: {config['valid_metric_average']} needs recbole_sracl's Trainer; "
                           f"{config['model']} trains with {type(trainer).__name__}: set valid_metric_average: users")
     if resume:

@@ -19,11 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from recbole.evaluator import Evaluator
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import dict2str, early_stopping, get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_sracl.errors import SRACLError
+from recbole_sracl.evaluation import valid_metric_average
 
 CHECKPOINT_FORMAT = "recbole_sracl-checkpoint-1"
 
@@ -218,6 +220,17 @@ class CheckpointSafeMixin:
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 
+class TopKKeepingEvaluator(Evaluator):
+    """RecBole's evaluator that also keeps the ``rec.topk`` matrix of the split it evaluated last (the per-row
+    top-k hits RecBole's collector gathers), so the trainer can regroup one validation without ranking it again."""
+
+    last_topk: np.ndarray | None = None
+
+    def evaluate(self, dataobject):
+        self.last_topk = dataobject.get("rec.topk").numpy() if "rec.topk" in dataobject else None
+        return super().evaluate(dataobject)
+
+
 class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     """RecBole's trainer with safe checkpoints, exact resume, epoch hooks, timing and peak memory.
 
@@ -227,11 +240,13 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     was not evaluated): the learning curve that result files keep after logs are gone. With
     ``save_epoch_checkpoints`` it also keeps every epoch's weights (:meth:`epoch_name`) for ``benchmarks/epochs.py``.
     With ``valid_metric_average: popularity_groups`` the early-stopping and model-selection score is
-    :func:`~recbole_sracl.evaluation.group_balanced_score` (the logged validation result stays RecBole's).
+    :func:`~recbole_sracl.evaluation.group_balanced_score` of the ranks that RecBole's validation has just collected
+    (the logged validation result stays RecBole's).
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.evaluator = TopKKeepingEvaluator(config)
         self.last_checkpoint_file = self._last_name(self.saved_model_file)
         self.epoch_seconds: list[float] = []
         self.epoch_memory: list[dict[str, float]] = []
@@ -239,7 +254,8 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         self.epoch_valid_score: list[float | None] = []
         self.epochs_run = 0
         self.finished = False
-        self.item_popularity: np.ndarray | None = None  # set by fit() for valid_metric_average: popularity_groups
+        # training popularity of each validation row's target; set by fit() for valid_metric_average: popularity_groups
+        self.valid_target_popularity: np.ndarray | None = None
 
     @staticmethod
     def _last_name(best_file: str) -> str:
@@ -297,12 +313,12 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        if self.item_popularity is not None:
-            from recbole_sracl.evaluation import group_balanced_score
+        if self.valid_target_popularity is not None:
+            from recbole_sracl.evaluation import group_balanced_score, ranks_from_topk
 
-            valid_score = group_balanced_score(self.model, valid_data, self.item_popularity,
+            valid_score = group_balanced_score(ranks_from_topk(self.evaluator.last_topk), self.valid_target_popularity,
                                                self.config["group_by_target_popularity"], self.valid_metric,
-                                               self.config["metric_decimal_place"], self.device)
+                                               self.config["metric_decimal_place"])
         return valid_score, valid_result
 
     def fit(
@@ -315,12 +331,13 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
         callback_fn: Callable[[int, float], None] | None = None,
     ):
         self.eval_collector.data_collect(train_data)
-        if (self.config["valid_metric_average"] or "users") == "popularity_groups":
+        if valid_data and valid_metric_average(self.config) == "popularity_groups":
             from recbole_sracl.data.sequences import training_histories
-            from recbole_sracl.evaluation import item_popularity
+            from recbole_sracl.evaluation import item_popularity, split_targets
 
             dataset = train_data._dataset
-            self.item_popularity = item_popularity(training_histories(dataset), dataset.item_num)
+            popularity = item_popularity(training_histories(dataset), dataset.item_num)
+            self.valid_target_popularity = popularity[split_targets(valid_data)]
         if self.config["train_neg_sample_args"].get("dynamic", False):
             train_data.get_model(self.model)
         epoch_start_hook = getattr(self.model, "on_train_epoch_start", None)

@@ -159,17 +159,18 @@ def test_pool_with_summarises_several_result_folders_and_tests_every_metric(tmp_
         pooled_run_files([first, tmp_path / "missing"])
 
 
-def test_cpu_identity_and_match_tell_generations_with_one_marketing_name_apart(tmp_path):
+def test_cpu_info_and_match_tell_generations_with_one_marketing_name_apart(tmp_path):
     from recbole_sracl.benchmark.compare import _cpu_match
-    from recbole_sracl.quick_start import cpu_identity, cpu_model
+    from recbole_sracl.quick_start import cpu_info
 
     block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n" \
             "stepping\t: 1\n\n"
     (tmp_path / "cpuinfo").write_text(block.format(n=0) + block.format(n=1).replace("26", "25"))
-    assert cpu_identity(str(tmp_path / "cpuinfo")) == "AuthenticAMD family 26 model 2 stepping 1"  # first processor
-    assert cpu_model(str(tmp_path / "cpuinfo")) == "AMD EPYC"  # both read the same first block
+    # both from the first processor's block
+    assert cpu_info(str(tmp_path / "cpuinfo")) == {"cpu_model": "AMD EPYC",
+                                                   "cpu_id": "AuthenticAMD family 26 model 2 stepping 1"}
     (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\n")
-    assert cpu_identity(str(tmp_path / "arm")) is None and cpu_identity(str(tmp_path / "missing")) is None
+    assert cpu_info(str(tmp_path / "arm"))["cpu_id"] is None and cpu_info(str(tmp_path / "missing"))["cpu_id"] is None
 
     def run(model="AMD EPYC", ident=None):
         return {"machine": {key: value for key, value in (("cpu_model", model), ("cpu_id", ident)) if value}}
@@ -664,6 +665,26 @@ def test_popularity_balanced_validation_selects_on_the_unweighted_group_mean(tin
         main([f"--report={out}", "--metric=recall@5"])
     with pytest.raises(SystemExit, match="not a report written by"):
         main([f"--report={run_file}"])
+
+
+@pytest.mark.parametrize("average", ["users", "popularity_groups"])
+def test_validation_ranks_the_split_once_whatever_the_average(average, tiny_root, tiny_yaml, monkeypatch):
+    from conftest import tiny_overrides
+    from recbole.model.sequential_recommender import SASRec
+
+    from recbole_sracl.quick_start import run
+
+    calls = []
+    full_sort_predict = SASRec.full_sort_predict
+    monkeypatch.setattr(SASRec, "full_sort_predict",
+                        lambda self, interaction: calls.append(len(interaction)) or full_sort_predict(self, interaction))
+    result = run("SASRec", "tiny", [str(tiny_yaml)],
+                 argv=tiny_overrides(tiny_root, "--epochs=2", f"--valid_metric_average={average}",
+                                     "--group_by_target_popularity=[6]"))
+    users = sum(result["test_result_by_group"]["target_popularity"][group]["users"]
+                for group in result["test_result_by_group"]["target_popularity"])
+    # two validations, RecBole's test pass and the per-group test pass: each split's users ranked once per pass
+    assert sum(calls) == 4 * users
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -104,3 +104,40 @@ def test_item_ranks_say_why_a_split_has_no_group_metrics(caplog):
     with caplog.at_level("INFO"):
         assert test_item_ranks(model, _full_sort_split([two_items_for_user_1]), 10) is None
     assert "no per-group test metrics: the test split must have exactly one test item per user" in caplog.text
+
+
+def test_ranks_from_topk_read_recbole_hit_matrix():
+    from recbole_sracl.evaluation import ranks_from_topk
+
+    # RecBole's rec.topk: one 0/1 column per top-4 position, then the row's number of targets
+    topk = np.array([[0, 1, 0, 0, 1], [0, 0, 0, 0, 1], [1, 0, 0, 0, 1], [0, 0, 0, 1, 1]])
+    assert ranks_from_topk(topk).tolist() == [1, 4, 0, 3]
+
+
+def test_group_balanced_score_weighs_each_popularity_group_once():
+    from recbole_sracl.evaluation import group_balanced_score
+
+    ranks = np.array([0, 20, 20, 1])  # 20 = not in the top 20
+    popularity = np.array([2, 30, 40, 3])  # groups <6 (ranks 0, 1) and >5 (both missed)
+    rare = (1.0 + 1 / math.log2(3)) / 2
+    assert group_balanced_score(ranks, popularity, [6], "NDCG@20", 4) == round(rare / 2, 4)
+    assert group_balanced_score(ranks, popularity, [6], "Hit@20", 4) == 0.5
+    assert group_balanced_score(ranks, popularity, [6], "MRR@20", 6) == round(0.75 / 2, 6)
+
+
+def test_split_targets_keep_row_order_and_refuse_other_splits():
+    import torch
+    from recbole.data.interaction import Interaction
+
+    from recbole_sracl.errors import ConfigError
+    from recbole_sracl.evaluation import split_targets
+
+    batches = [(Interaction({"user_id": torch.tensor([4, 2])}), None, torch.tensor([0, 1]), torch.tensor([7, 3])),
+               (Interaction({"user_id": torch.tensor([9])}), None, torch.tensor([0]), torch.tensor([5]))]
+    assert split_targets(_full_sort_split(batches)).tolist() == [7, 3, 5]
+    with pytest.raises(ConfigError, match="needs a full-ranking validation split; set valid_metric_average: users"):
+        split_targets(batches)
+    two_items_for_user_4 = (Interaction({"user_id": torch.tensor([4])}), None, torch.tensor([0, 0]),
+                            torch.tensor([7, 8]))
+    with pytest.raises(ConfigError, match="exactly one validation item per user"):
+        split_targets(_full_sort_split([two_items_for_user_4]))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,8 +37,14 @@ GROUPING = "target_popularity"
 SELECTION_RULES = {"users": "overall validation", "popularity_groups": "popularity-balanced validation"}
 
 
+EPOCH_FILE = re.compile(r"-epoch(\d+)\.pth$")  # Trainer.epoch_name
+
+
 def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     """``{epoch: checkpoint}`` for the ``.pth`` files in ``folder`` (the first file seen per epoch, by name).
+
+    A file named as the trainer names ``save_epoch_checkpoints`` files (``-epoch<NNN>.pth``) holds that epoch; any
+    other file is loaded once to read its epoch.
 
     Raises:
         SystemExit: the folder holds no checkpoint.
@@ -46,7 +53,8 @@ def epoch_checkpoints(folder: Path) -> dict[int, Path]:
 
     found: dict[int, Path] = {}
     for path in sorted(folder.glob("*.pth")):
-        epoch = load_checkpoint(path).get("epoch")
+        named = EPOCH_FILE.search(path.name)
+        epoch = int(named.group(1)) if named else load_checkpoint(path).get("epoch")
         if epoch is not None:
             found.setdefault(int(epoch), path)
     if not found:
