@@ -223,7 +223,7 @@ def split_targets(eval_data: Any) -> np.ndarray:
     for interaction, _, positive_u, positive_i in eval_data:
         if not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
             raise ConfigError("valid_metric_average: popularity_groups needs exactly one validation item per user "
-                             f"(leave-one-out splits); {fix}")
+                              f"(leave-one-out splits); {fix}")
         targets.append(positive_i.cpu().numpy())
     return np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
 
