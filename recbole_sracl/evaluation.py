@@ -14,7 +14,7 @@ The user-weighted mean over the groups of one grouping equals RecBole's overall 
 ``valid_metric_average: popularity_groups`` selects models on :func:`group_balanced_score` instead: the unweighted
 mean of ``valid_metric`` over the ``target_popularity`` groups of the validation split, so that users whose target is
 a rare item weigh as much as those whose target is a popular one. The trainer computes it every validation from the
-ranks RecBole's own evaluation has just collected (:func:`ranks_from_topk`), without ranking the split again.
+top-k hits RecBole's own evaluation has just collected (:func:`first_hit_ranks`), without ranking the split again.
 """
 
 from __future__ import annotations
@@ -130,6 +130,24 @@ def balanced_mean(groups: dict[str, dict[str, float]], key: str) -> float:
     return float(np.mean([row[key] for row in groups.values()]))
 
 
+def one_target_per_row(interaction: Any, positive_u: Tensor) -> bool:
+    """Whether a full-ranking batch has exactly one target per row (row ``i``'s target is ``positive_i[i]``)."""
+    import torch
+
+    return torch.equal(positive_u.cpu(), torch.arange(len(interaction)))
+
+
+def first_hit_ranks(hits: np.ndarray) -> np.ndarray:
+    """Rank of each row's single target from its top-``k`` hit matrix (``[rows, k]``, true where the item at that
+    position is the target): 0 = first, ``k`` = not in the top ``k``.
+
+    >>> first_hit_ranks(np.array([[0, 1, 0], [0, 0, 0], [1, 0, 0]])).tolist()
+    [1, 3, 0]
+    """
+    hits = np.asarray(hits) > 0
+    return np.where(hits.any(axis=1), hits.argmax(axis=1), hits.shape[1])
+
+
 def full_sort_test_scores(model: Any, test_data: Any, device: Any = "cpu") -> Iterator[tuple[Any, Tensor, Tensor]]:
     """Per batch of a full-ranking split: ``(interaction, [B, n_items] scores, test item of each row)``.
 
@@ -141,12 +159,10 @@ def full_sort_test_scores(model: Any, test_data: Any, device: Any = "cpu") -> It
         DatasetError: a batch whose rows do not have exactly one test item each (e.g. ratio splits).
         NotImplementedError: the model has no ``full_sort_predict``.
     """
-    import torch
-
     from recbole_sracl.errors import DatasetError
 
     for interaction, history_index, positive_u, positive_i in test_data:
-        if not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
+        if not one_target_per_row(interaction, positive_u):
             raise DatasetError("the test split must have exactly one test item per user (leave-one-out)")
         scores = model.full_sort_predict(interaction.to(device)).view(len(interaction), -1)
         scores[:, 0] = -np.inf
@@ -181,11 +197,9 @@ def test_item_ranks(model: Any, test_data: Any, max_k: int, device: Any = "cpu"
         with torch.no_grad():
             for interaction, scores, targets in full_sort_test_scores(model, test_data, device):
                 _, top = torch.topk(scores, max_k, dim=-1)
-                hit = top == targets.unsqueeze(1)
-                rank = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), max_k)
                 users.append(interaction[uid_field].cpu().numpy())
                 items.append(targets.cpu().numpy())
-                ranks.append(rank.cpu().numpy())
+                ranks.append(first_hit_ranks((top == targets.unsqueeze(1)).cpu().numpy()))
     except DatasetError as error:
         getLogger(__name__).info(skipped + str(error))
         return None
@@ -211,7 +225,6 @@ def split_targets(eval_data: Any) -> np.ndarray:
     Raises:
         ConfigError: the split is not full-ranking or a row does not have exactly one target (e.g. ratio splits).
     """
-    import torch
     from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 
     from recbole_sracl.errors import ConfigError
@@ -221,22 +234,11 @@ def split_targets(eval_data: Any) -> np.ndarray:
         raise ConfigError(f"valid_metric_average: popularity_groups needs a full-ranking validation split; {fix}")
     targets = []
     for interaction, _, positive_u, positive_i in eval_data:
-        if not torch.equal(positive_u.cpu(), torch.arange(len(interaction))):
+        if not one_target_per_row(interaction, positive_u):
             raise ConfigError("valid_metric_average: popularity_groups needs exactly one validation item per user "
                               f"(leave-one-out splits); {fix}")
         targets.append(positive_i.cpu().numpy())
     return np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
-
-
-def ranks_from_topk(topk: np.ndarray) -> np.ndarray:
-    """Rank of each row's single target (0 = first; ``k`` = not in the top ``k``) from RecBole's ``rec.topk``
-    matrix: one 0/1 column per top-``k`` position, then the row's number of targets.
-
-    >>> ranks_from_topk(np.array([[0, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 1]])).tolist()
-    [1, 3, 0]
-    """
-    hits = np.asarray(topk)[:, :-1] > 0
-    return np.where(hits.any(axis=1), hits.argmax(axis=1), hits.shape[1])
 
 
 def group_balanced_score(ranks: np.ndarray, target_popularity: np.ndarray, bounds: Sequence[int], metric: str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from recbole_sracl.errors import SRACLError
 from recbole_sracl.evaluation import valid_metric_average
 
 CHECKPOINT_FORMAT = "recbole_sracl-checkpoint-1"
+EPOCH_FILE = re.compile(r"-epoch(\d+)\.pth$")  # the end of Trainer.epoch_name
 
 
 def _plain_number(value: Any) -> Any:
@@ -221,13 +223,15 @@ class CheckpointSafeMixin:
 
 
 class TopKKeepingEvaluator(Evaluator):
-    """RecBole's evaluator that also keeps the ``rec.topk`` matrix of the split it evaluated last (the per-row
-    top-k hits RecBole's collector gathers), so the trainer can regroup one validation without ranking it again."""
+    """RecBole's evaluator that also keeps the per-row top-k hit matrix (``[rows, k]``, 1 where the item at that
+    position is a target) of the split it evaluated last, so the trainer can regroup one validation without ranking
+    it again. RecBole's collector gathers it as ``rec.topk``, whose last column (each row's number of targets) is
+    dropped."""
 
-    last_topk: np.ndarray | None = None
+    last_hits: np.ndarray | None = None
 
     def evaluate(self, dataobject):
-        self.last_topk = dataobject.get("rec.topk").numpy() if "rec.topk" in dataobject else None
+        self.last_hits = dataobject.get("rec.topk").numpy()[:, :-1] if "rec.topk" in dataobject else None
         return super().evaluate(dataobject)
 
 
@@ -265,6 +269,12 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     def epoch_name(best_file: str, epoch: int) -> str:
         """Where ``save_epoch_checkpoints`` keeps epoch ``epoch``'s weights, next to the best-model file."""
         return f"{best_file.removesuffix('.pth')}-epoch{epoch:03d}.pth"
+
+    @staticmethod
+    def epoch_of_name(path: str | os.PathLike) -> int | None:
+        """The epoch in a file name made by :meth:`epoch_name`; ``None`` for any other name."""
+        named = EPOCH_FILE.search(os.path.basename(path))
+        return int(named.group(1)) if named else None
 
     def _save_last_checkpoint(self, epoch: int, train_data, finished: bool) -> None:
         if not self.is_main_process:
@@ -314,9 +324,9 @@ class Trainer(CheckpointSafeMixin, RecBoleTrainer):
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
         if self.valid_target_popularity is not None:
-            from recbole_sracl.evaluation import group_balanced_score, ranks_from_topk
+            from recbole_sracl.evaluation import first_hit_ranks, group_balanced_score
 
-            valid_score = group_balanced_score(ranks_from_topk(self.evaluator.last_topk), self.valid_target_popularity,
+            valid_score = group_balanced_score(first_hit_ranks(self.evaluator.last_hits), self.valid_target_popularity,
                                                self.config["group_by_target_popularity"], self.valid_metric,
                                                self.config["metric_decimal_place"])
         return valid_score, valid_result

@@ -106,12 +106,11 @@ def test_item_ranks_say_why_a_split_has_no_group_metrics(caplog):
     assert "no per-group test metrics: the test split must have exactly one test item per user" in caplog.text
 
 
-def test_ranks_from_topk_read_recbole_hit_matrix():
-    from recbole_sracl.evaluation import ranks_from_topk
+def test_first_hit_ranks_read_a_top_k_hit_matrix():
+    from recbole_sracl.evaluation import first_hit_ranks
 
-    # RecBole's rec.topk: one 0/1 column per top-4 position, then the row's number of targets
-    topk = np.array([[0, 1, 0, 0, 1], [0, 0, 0, 0, 1], [1, 0, 0, 0, 1], [0, 0, 0, 1, 1]])
-    assert ranks_from_topk(topk).tolist() == [1, 4, 0, 3]
+    hits = np.array([[0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # one 0/1 column per top-4 position
+    assert first_hit_ranks(hits).tolist() == [1, 4, 0, 3]
 
 
 def test_group_balanced_score_weighs_each_popularity_group_once():

@@ -28,16 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 GROUPING = "target_popularity"
 SELECTION_RULES = {"users": "overall validation", "popularity_groups": "popularity-balanced validation"}
-
-
-EPOCH_FILE = re.compile(r"-epoch(\d+)\.pth$")  # Trainer.epoch_name
 
 
 def epoch_checkpoints(folder: Path) -> dict[int, Path]:
@@ -49,12 +45,13 @@ def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     Raises:
         SystemExit: the folder holds no checkpoint.
     """
-    from recbole_sracl.trainer import load_checkpoint
+    from recbole_sracl.trainer import Trainer, load_checkpoint
 
     found: dict[int, Path] = {}
     for path in sorted(folder.glob("*.pth")):
-        named = EPOCH_FILE.search(path.name)
-        epoch = int(named.group(1)) if named else load_checkpoint(path).get("epoch")
+        epoch = Trainer.epoch_of_name(path)
+        if epoch is None:
+            epoch = load_checkpoint(path).get("epoch")
         if epoch is not None:
             found.setdefault(int(epoch), path)
     if not found:
