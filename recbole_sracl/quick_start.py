@@ -12,6 +12,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from logging import getLogger
@@ -116,6 +117,29 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
     return info
 
 
+def source_revision(directory: str | None = None) -> dict[str, Any]:
+    """The git commit of the code that runs: ``commit`` (full sha) and ``modified`` (tracked files differ from it)
+    of the checkout holding ``directory`` (default: this package's folder). Both ``None`` where that folder is not
+    in a git checkout (an installed wheel) or git is missing.
+
+    Read it when a run starts: a checkout can move on (``git pull``, a commit) while a long run trains.
+    """
+    folder = directory or os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {"commit": None, "modified": None}
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "modified": None if changes is None else bool(changes.strip())}
+
+
 def build_config(model, dataset, config_file_list=None, config_dict=None, argv=None):
     """Create the :class:`~recbole_sracl.config.Config` and validate model-specific values early."""
     from recbole_sracl.config import Config
@@ -157,6 +181,7 @@ def run_single(
     from recbole_sracl.utils import atomic_write_json, get_trainer
 
     started = time.time()
+    source = source_revision()
     config = build_config(model, dataset, config_file_list, config_dict, argv)
     model_class = config.model_class
     init_seed(config["seed"], config["reproducibility"])
@@ -223,6 +248,7 @@ def run_single(
         "wall_seconds": time.time() - started,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": _invocation(),
+        "source": source,
         "config_files": list(config_file_list or []),
         "semantic_files": semantic_files,
         "config": config.to_plain_dict(),

@@ -23,6 +23,10 @@ def test_compare_runs_resumes_and_summarises(semantic_copy, tiny_yaml, tmp_path)
     run = json.loads((out / "runs" / "SRACL__seed2.json").read_text())
     assert run["seed"] == 2 and run["machine"]["versions"]["recbole"] == "1.2.1" and run["epoch_seconds"]
     assert run["machine"]["cpu_model"] and "cpu_id" in run["machine"]
+    from recbole_sracl.quick_start import source_revision
+
+    assert run["source"] == source_revision()  # the commit of this checkout (None, None when installed from a wheel)
+    assert json.loads((out / "harness.json").read_text())["invocations"][0]["source"] == run["source"]
     table = (out / "results.md").read_text()
     assert "| SRACL | 2 |" in table and "vs SASRec" in table and "±" in table
     assert (out / "results.png").stat().st_size > 1000 and (out / "results.csv").is_file()
@@ -63,12 +67,13 @@ def test_group_summary_averages_seeds_per_group(tmp_path):
 def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
     from recbole_sracl.benchmark.compare import main, reproduction_check
 
-    def write(folder, name, ndcg, epoch, files=None, cpu="CPU A", recorded=True):
+    def write(folder, name, ndcg, epoch, files=None, cpu="CPU A", recorded=True, commit="a" * 40, modified=False):
         data = {"seed": int(name[-4:]), "test_result": {"hit@10": 0.1, "hit@20": 0.2, "ndcg@10": 0.05, "ndcg@20": ndcg},
                 "best_epoch": epoch, "best_valid_score": ndcg + 0.01, "epochs_run": epoch + 11,
                 "median_epoch_seconds": 1.0, "machine": {"cpu_model": cpu} if recorded else {}}
         if recorded:
             data["semantic_files"] = None if files is None else {"files": {"x.uemb": files}}
+            data["source"] = {"commit": commit, "modified": modified}
         (folder / "runs").mkdir(parents=True, exist_ok=True)
         (folder / "runs" / f"{name}.json").write_text(json.dumps(data))
 
@@ -78,16 +83,16 @@ def test_reproduction_check_pairs_runs_by_variant_and_seed(tmp_path):
     write(committed, "SRACL__seed2025", 0.0400, 30, files="aaa")  # not rerun: left out
     write(committed, "SRACL__seed2026", 0.0400, 30, files="aaa")
     write(rerun, "SASRec__seed2024", 0.0600, 15)
-    write(rerun, "SRACL__seed2024", 0.0520, 46, files="bbb", cpu="CPU B")
+    write(rerun, "SRACL__seed2024", 0.0520, 46, files="bbb", cpu="CPU B", commit="b" * 40, modified=True)
     write(rerun, "SRACL__seed2026", 0.0400, 30, files="aaa")
     write(rerun, "SRACL__seed2027", 0.0400, 30, files="aaa")  # no committed seed 2027: left out
     table = reproduction_check(rerun, committed)
     assert "| SASRec__seed2024 | 0.2000 | 0.2000 | 0.0600 | 0.0600 | +0.0% | 15 -> 15 | 0.0700 -> 0.0700 | yes " \
-           "| not recorded | not recorded |" in table
+           "| not recorded | not recorded | not recorded |" in table
     assert "| SRACL__seed2024 | 0.2000 | 0.2000 | 0.0500 | 0.0520 | +4.0% | 40 -> 46 | 0.0600 -> 0.0620 | no " \
-           "| different | CPU A -> CPU B |" in table
+           "| different | aaaaaaa -> bbbbbbb +changes | CPU A -> CPU B |" in table
     assert "| SRACL__seed2026 | 0.2000 | 0.2000 | 0.0400 | 0.0400 | +0.0% | 30 -> 30 | 0.0500 -> 0.0500 | yes " \
-           "| same | same |" in table
+           "| same | same | same |" in table
     assert "seed2025" not in table and "seed2027" not in table
     assert "3 run(s) compared, 2 with an identical test result; change of NDCG@20: mean +1.3%, largest in size " \
            "+4.0%." in table
@@ -157,6 +162,33 @@ def test_pool_with_summarises_several_result_folders_and_tests_every_metric(tmp_
         pooled_run_files([first, later])
     with pytest.raises(SystemExit, match="missing/runs does not exist"):
         pooled_run_files([first, tmp_path / "missing"])
+
+
+def test_source_revision_names_the_commit_and_local_changes(tmp_path):
+    import subprocess
+
+    from recbole_sracl.benchmark.compare import _code_match
+    from recbole_sracl.quick_start import source_revision
+
+    assert source_revision(str(tmp_path)) == {"commit": None, "modified": None}  # not a git checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "code.py"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "one"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert source_revision(str(tmp_path)) == {"commit": commit, "modified": False}
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert source_revision(str(tmp_path)) == {"commit": commit, "modified": True}
+
+    def run(commit, modified=False):
+        return {"source": {"commit": commit, "modified": modified}}
+
+    assert _code_match(run(commit), run(commit)) == "same"
+    assert _code_match(run(commit, True), run(commit, True)) == f"{commit[:7]} +changes -> {commit[:7]} +changes"
+    assert _code_match(run("b" * 40), run(commit)) == f"{commit[:7]} -> bbbbbbb"
+    assert _code_match(run(None), run(commit)) == "not recorded" and _code_match({}, run(commit)) == "not recorded"
 
 
 def test_cpu_info_and_match_tell_generations_with_one_marketing_name_apart(tmp_path):

@@ -37,6 +37,7 @@ except ImportError:  # Windows has no fcntl
     fcntl = None
 
 from recbole_sracl.benchmark.variants import GROUPS, VARIANTS, Variant, expand
+from recbole_sracl.quick_start import source_revision
 from recbole_sracl.utils import atomic_write
 
 METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
@@ -243,7 +244,7 @@ def run_all(args: argparse.Namespace, shared: list[str]) -> None:
     record_invocation(out, {
         "command": shlex.join([sys.executable, *sys.argv]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runs_to_do": [name for name, _, _ in jobs], "workers": args.workers,
-        "threads_per_run": args.threads,
+        "threads_per_run": args.threads, "source": source_revision(),
     })
     print(f"{len(jobs)} run(s) to do, {args.workers} at a time ({args.threads} thread(s) each) -> {out}", flush=True)
     children = ChildProcesses()
@@ -696,13 +697,23 @@ def _cpu_match(run: dict[str, Any], reference: dict[str, Any]) -> str:
     return "same" if labels[0] == labels[1] else f"{labels[1]} -> {labels[0]}"
 
 
+def _code_match(run: dict[str, Any], reference: dict[str, Any]) -> str:
+    """``same`` (one commit, no local changes), ``<reference commit> -> <rerun commit>`` (short shas, ``+changes``
+    where tracked files differed from the commit) or ``not recorded`` (older run files, or no git checkout)."""
+    sources = [data.get("source") or {} for data in (run, reference)]
+    if None in (sources[0].get("commit"), sources[1].get("commit")):
+        return "not recorded"
+    labels = [source["commit"][:7] + (" +changes" if source.get("modified") else "") for source in sources]
+    return "same" if labels[0] == labels[1] and not sources[0].get("modified") else f"{labels[1]} -> {labels[0]}"
+
+
 def reproduction_check(out: Path, reference: Path) -> str:
     """Compare every finished run in ``out`` with the run of the same variant and seed in ``reference``.
 
     Writes ``out/reproduction.md``: per run the reference and rerun test HR@20 / NDCG@20, the relative change,
     best epochs, best validation scores, whether the whole test result is identical, and whether the two runs read
-    the same semantic files (sha256 from the run files) on the same CPU (name, and family / model where both
-    recorded them); returns the markdown.
+    the same semantic files (sha256 from the run files) with the same code (git commit) on the same CPU (name, and
+    family / model where both recorded them); returns the markdown.
     """
     import numpy as np
 
@@ -714,8 +725,8 @@ def reproduction_check(out: Path, reference: Path) -> str:
                          f"finished run of the same variant and seed in {reference / 'runs'}")
     lines = [f"### Reruns in {out} against {reference}", "",
              "| run | HR@20 reference | HR@20 rerun | NDCG@20 reference | NDCG@20 rerun | change NDCG@20 "
-             "| best epoch | best valid score | identical test result | semantic files | CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| best epoch | best valid score | identical test result | semantic files | code | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     changes, identical = [], 0
     for variant, run, ref in pairs:
         before, after = ref["test_result"]["ndcg@20"], run["test_result"]["ndcg@20"]
@@ -727,7 +738,8 @@ def reproduction_check(out: Path, reference: Path) -> str:
             f"| {run_name(variant, run['seed'])} | {ref['test_result']['hit@20']:.4f} | {run['test_result']['hit@20']:.4f} "
             f"| {before:.4f} | {after:.4f} | {change:+.1f}% "
             f"| {ref['best_epoch']} -> {run['best_epoch']} | {ref['best_valid_score']:.4f} -> {run['best_valid_score']:.4f} "
-            f"| {'yes' if same_result else 'no'} | {_inputs_match(run, ref)} | {_cpu_match(run, ref)} |")
+            f"| {'yes' if same_result else 'no'} | {_inputs_match(run, ref)} | {_code_match(run, ref)} "
+            f"| {_cpu_match(run, ref)} |")
     lines += ["", f"{len(pairs)} run(s) compared, {identical} with an identical test result; change of NDCG@20: "
               f"mean {np.mean(changes):+.1f}%, largest in size {max(changes, key=abs):+.1f}%."]
     markdown = "\n".join(lines) + "\n"
