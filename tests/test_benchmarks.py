@@ -659,6 +659,10 @@ def test_epoch_curves_score_every_saved_epoch_by_target_popularity(semantic_copy
         main([f"--run={run_file}", f"--checkpoints={tmp_path / 'report'}"])
     with pytest.raises(SystemExit, match="--metric=recall@5"):
         main([f"--run={run_file}", f"--checkpoints={checkpoints}", "--metric=recall@5"])
+    epoch_files[0].unlink()
+    epoch_files[2].rename(epoch_files[0])  # epoch 2's checkpoint under epoch 0's name
+    with pytest.raises(SystemExit, match="-epoch000.pth holds epoch 2, not the epoch 0 its name says"):
+        main([f"--run={run_file}", f"--checkpoints={checkpoints}", f"--out={out}"])
 
 
 def test_popularity_balanced_validation_selects_on_the_unweighted_group_mean(tiny_root, tiny_yaml, tmp_path):

@@ -39,8 +39,8 @@ SELECTION_RULES = {"users": "overall validation", "popularity_groups": "populari
 def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     """``{epoch: checkpoint}`` for the ``.pth`` files in ``folder`` (the first file seen per epoch, by name).
 
-    A file named as the trainer names ``save_epoch_checkpoints`` files (``-epoch<NNN>.pth``) holds that epoch; any
-    other file is loaded once to read its epoch.
+    A file named as the trainer names ``save_epoch_checkpoints`` files (``-epoch<NNN>.pth``) is taken to hold that
+    epoch (``epoch_curves`` checks it when it loads the file); any other file is loaded once to read its epoch.
 
     Raises:
         SystemExit: the folder holds no checkpoint.
@@ -100,6 +100,9 @@ def epoch_curves(run: dict[str, Any], checkpoints: dict[int, Path], data_path: s
     curves: dict[str, Any] = {}
     for epoch, path in tqdm(checkpoints.items(), desc="epochs", disable=not show_progress):
         checkpoint = load_checkpoint(path)
+        if checkpoint.get("epoch") is not None and int(checkpoint["epoch"]) != epoch:
+            raise SystemExit(f"{path} holds epoch {checkpoint['epoch']}, not the epoch {epoch} its name says "
+                             "(renamed by hand?): move it out of --checkpoints or restore its trainer-given name")
         model.load_state_dict(checkpoint["state_dict"])
         model.load_other_parameter(checkpoint.get("other_parameter"))
         model.eval()
