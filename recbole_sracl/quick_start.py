@@ -119,8 +119,8 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
 
 def source_revision(directory: str | None = None) -> dict[str, Any]:
     """The git commit of the code that runs: ``commit`` (full sha) and ``modified`` (tracked files differ from it)
-    of the checkout holding ``directory`` (default: this package's folder). Both ``None`` where that folder is not
-    in a git checkout (an installed wheel) or git is missing.
+    of the checkout holding ``directory`` (default: this package's folder). Both ``None`` where git tracks no file
+    in that folder (an installed wheel, even one in a virtual environment inside a checkout) or git is missing.
 
     Read it when a run starts: a checkout can move on (``git pull``, a commit) while a long run trains.
     """
@@ -134,7 +134,7 @@ def source_revision(directory: str | None = None) -> dict[str, Any]:
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    if not commit:
+    if not commit or not git("ls-files", "--", "."):
         return {"commit": None, "modified": None}
     changes = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit.strip(), "modified": None if changes is None else bool(changes.strip())}

@@ -181,6 +181,9 @@ def test_source_revision_names_the_commit_and_local_changes(tmp_path):
     assert source_revision(str(tmp_path)) == {"commit": commit, "modified": False}
     (tmp_path / "code.py").write_text("x = 2\n")
     assert source_revision(str(tmp_path)) == {"commit": commit, "modified": True}
+    (tmp_path / "venv" / "package").mkdir(parents=True)  # e.g. a wheel installed into a venv inside the checkout
+    (tmp_path / "venv" / "package" / "module.py").write_text("x = 3\n")
+    assert source_revision(str(tmp_path / "venv" / "package")) == {"commit": None, "modified": None}
 
     def run(commit, modified=False):
         return {"source": {"commit": commit, "modified": modified}}
