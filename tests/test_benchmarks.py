@@ -149,6 +149,7 @@ def test_pool_with_summarises_several_result_folders_and_tests_every_metric(tmp_
     assert summarise(later, "tiny", pool_with=[first]).startswith("### tiny")
     assert (later / "results_pooled.md").is_file() and (later / "results_pooled.png").stat().st_size > 1000
     assert paired_p_value([0.1], [0.2]) is None and paired_p_value([0.1, 0.2], [0.1, 0.2]) is None
+    assert paired_p_value([0.21, 0.21], [0.2, 0.2]) is None  # one difference on every seed: no spread to test against
     # a reference with runs only in the pooled folder: the folder's own table is against its best baseline
     only = tmp_path / "only"
     write(only, "SRACL", 1, 0.070, hit20=0.21)  # the same run as first's (pooled once)

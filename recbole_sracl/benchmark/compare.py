@@ -393,11 +393,13 @@ def pooled_run_files(folders: Sequence[Path]) -> tuple[FinishedRuns, dict[Path, 
 
 
 def paired_p_value(ours: Sequence[float], theirs: Sequence[float]) -> float | None:
-    """p-value of a paired t-test (``scipy.stats.ttest_rel``); None with fewer than two pairs or no difference."""
+    """p-value of a paired t-test (``scipy.stats.ttest_rel``); None with fewer than two pairs, no difference, or the
+    same difference on every pair (no spread: the t statistic is infinite and says nothing about seed noise)."""
     import numpy as np
     from scipy import stats
 
-    if len(ours) < 2 or not np.any(np.asarray(ours) != np.asarray(theirs)):
+    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    if len(differences) < 2 or np.ptp(differences) <= 1e-9:  # metrics carry 4 decimals: float noise is not spread
         return None
     return float(stats.ttest_rel(ours, theirs).pvalue)
 
